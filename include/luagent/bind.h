@@ -1,0 +1,23 @@
+/**
+ * bind.h - the `luagent` Lua API (DESIGN §3), one file per family under src/bind/.
+ *
+ * lg_bind_open pushes the complete API table; the VM stores it as the template every agent
+ * environment copies. Functions that need the running execution find it with lg_sched_current();
+ * outside an execution (an agent's top-level code) they raise "X can only be called inside
+ * execute()". Yielding functions check that they run on the execution's own coroutine.
+ */
+#ifndef LUAGENT_BIND_H
+#define LUAGENT_BIND_H
+
+#include <lua.h>
+
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto. */
+void lg_bind_open(lua_State *L);
+/** print(...) for agents: one info log line with the arguments joined by tabs. */
+int lg_bind_print(lua_State *L);
+/** Push `luagent.log` (debug/info/warn/error(msg, fields)); lines carry the current execution's ids. */
+void lg_bind_open_log(lua_State *L);
+/** Push `luagent.crypto` (sha256, hmac). */
+void lg_bind_open_crypto(lua_State *L);
+
+#endif

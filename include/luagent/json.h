@@ -1,0 +1,64 @@
+/**
+ * json.h - the host's faithful JSON codec (request in, reply out, `luagent.json`).
+ *
+ * Why our own: the packaged lua-cjson 2.1.0 turns `[]` into `{}` and prints integers past 14 digits
+ * with an exponent (DESIGN §8). This codec is single-pass in both directions (text <-> Lua values on
+ * the stack, no intermediate tree) and keeps:
+ *   - arrays and objects apart: every decoded array gets the shared array metatable
+ *     (lg_json_push_array_mt); an empty table without it encodes as `{}`, with it as `[]`;
+ *   - null as the lightuserdata NULL (`luagent.json.null`), in both directions;
+ *   - every integer |n| <= 2^53 digit for digit; other doubles round-trip (shortest %.17g form);
+ *   - strict RFC 8259 syntax, valid UTF-8 only (overlongs, surrogates, > U+10FFFF refused),
+ *     bounded nesting depth.
+ *
+ * Encoding a table: the array metatable -> array; keys exactly 1..n (n >= 1) -> array; otherwise an
+ * object (string keys as they are, integral number keys printed as integers). Functions, threads,
+ * userdata other than null, NaN/Inf, nesting past max_depth (which also catches cycles) are errors.
+ * Strings are emitted as they are except that invalid UTF-8 bytes become U+FFFD, so output is always
+ * valid JSON; '/' is not escaped.
+ */
+#ifndef LUAGENT_JSON_H
+#define LUAGENT_JSON_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "luagent/buf.h"
+
+#define LG_JSON_DEFAULT_MAX_DEPTH 128
+
+typedef enum lg_json_status {
+    LG_JSON_OK = 0,
+    LG_JSON_ESYNTAX, /* not JSON (includes trailing garbage, empty input) */
+    LG_JSON_EDEPTH,  /* nesting deeper than max_depth */
+    LG_JSON_EUTF8,   /* invalid UTF-8 in a string or escape (lone surrogate) */
+    LG_JSON_ETYPE,   /* encode: a value JSON cannot represent (function, NaN, ...) */
+} lg_json_status_t;
+
+typedef struct lg_json_error {
+    size_t offset;  /* decode: byte offset where the problem was found */
+    char msg[128];  /* human-readable, e.g. "unexpected character 'x' at offset 12" */
+} lg_json_error_t;
+
+/** Decode `len` bytes at `s` and push exactly one Lua value on success (nothing on error).
+ *  Needs up to max_depth + a few Lua stack slots; checks them itself. `err` may be NULL. */
+lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err);
+
+/** Append the JSON text of the value at stack index `idx` to `out`. On error `out` may hold a
+ *  partial text (callers reset it) and `err->msg` says what and where, e.g. "cannot encode function
+ *  at /a/3". */
+lg_json_status_t lg_json_encode(lua_State *L, int idx, lg_buf_t *out, int max_depth, lg_json_error_t *err);
+
+/** Push the shared array metatable (created on first use, kept in the registry). */
+void lg_json_push_array_mt(lua_State *L);
+/** Push json.null (a lightuserdata NULL). */
+void lg_json_push_null(lua_State *L);
+int lg_json_is_null(lua_State *L, int idx);
+
+/** `luagent.json`: encode(v) -> string | raises; decode(s) -> value | raises (message says where);
+ *  null; array_mt; empty_array (a shared, read-only empty array value); array(t) (marks t an array,
+ *  returns it); is_array(t). Pushes the table. */
+int luaopen_luagent_json(lua_State *L);
+
+#endif

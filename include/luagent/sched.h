@@ -1,0 +1,121 @@
+/**
+ * sched.h - the per-thread runtime: one VM, one event loop, a timer heap, a ready queue, and the
+ * coroutine-per-execution scheduler (DESIGN §2).
+ *
+ * Life of an execution:
+ *   lg_exec_new()      takes a coroutine from the pool; the owner decodes the request onto e->co
+ *   lg_exec_launch()   finds the agent, pushes execute + task + ctx, arms the deadline, queues it
+ *   (ready queue)      lg_rt_run_ready() resumes it from the loop's top level, never recursively
+ *   binding yields     lg_sched_yield(L, cleanup, data): one pending operation at a time
+ *   I/O completes      the adapter pushes results on e->co and calls lg_sched_wake(e, nresults)
+ *   it ends            ops->on_done(e) once, with e->end saying why; then the runtime frees e
+ * Every path ends in on_done exactly once: success, agent error, deadline (the pending operation's
+ * cleanup runs first), memory limit, or lg_exec_cancel() (client gone, drain). After on_done the
+ * owner must forget e.
+ */
+#ifndef LUAGENT_SCHED_H
+#define LUAGENT_SCHED_H
+
+#include <stdint.h>
+
+#include <lua.h>
+
+#include "luagent/config.h"
+#include "luagent/ids.h"
+#include "luagent/timers.h"
+#include "luagent/vm.h"
+
+#define H2O_USE_LIBUV 0
+#include <h2o/socket.h>
+
+typedef struct lg_rt lg_rt_t;
+typedef struct lg_exec lg_exec_t;
+typedef void (*lg_cleanup_fn)(lg_exec_t *e, void *data);
+
+typedef enum { LG_EXEC_NEW, LG_EXEC_READY, LG_EXEC_RUNNING, LG_EXEC_WAITING, LG_EXEC_DONE } lg_exec_state_t;
+typedef enum { LG_END_OK, LG_END_ERROR, LG_END_TIMEOUT, LG_END_MEMORY, LG_END_CANCELLED } lg_exec_end_t;
+
+typedef struct lg_exec_ops {
+    /** The execution ended. For LG_END_OK the first return value (or nothing) is at the top of
+     *  e->co (lua_gettop(e->co) == number of results); for LG_END_ERROR the error value is. */
+    void (*on_done)(lg_exec_t *e);
+    /** ctx.emit(value): the value's JSON text. NULL: emits are ignored. */
+    void (*on_emit)(lg_exec_t *e, const char *json, size_t len);
+} lg_exec_ops_t;
+
+struct lg_exec {
+    lg_rt_t *rt;
+    lua_State *co;
+    int co_ref;
+    lg_exec_state_t state;
+    lg_exec_end_t end;
+    lg_budget_t budget;
+    lg_timer_t deadline_timer;
+    lg_timer_t op_timer;        /* free for the pending operation (luagent.sleep uses it) */
+    lg_cleanup_fn cleanup;      /* pending operation's cleanup, NULL when none */
+    void *cleanup_data;
+    int nres;                   /* values pushed on co for the next resume */
+    int yielding;               /* set by lg_sched_yield: the yield was ours */
+    int cancel_requested;
+    lg_exec_t *prev, *next;     /* ready queue links */
+    const lg_exec_ops_t *ops;
+    void *owner;
+    int stream;                 /* the client asked for SSE */
+    int timeout_ms;
+    uint64_t start_ns;
+    double duration_ms;
+    char id[LG_UUID_LEN + 1];
+    char version[LG_VERSION_LEN + 1];
+    char agent[128];
+    char request_id[72];
+};
+
+struct lg_rt {
+    lg_vm_t vm;
+    h2o_loop_t *loop;
+    lg_timerheap_t timers;
+    lg_exec_t *ready_head, *ready_tail;
+    const lg_config_t *cfg;
+    size_t inflight;
+    int *pool;                  /* registry refs of idle coroutines */
+    size_t npool, cappool;
+    int agents_ref;             /* registry: name -> {execute, version, config, timeout_ms, gen} */
+    uint64_t agents_gen;        /* registry generation last synced */
+    void *owner;                /* the worker, when serving */
+};
+
+int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop);
+void lg_rt_dispose(lg_rt_t *rt);
+/** One loop iteration: wait for I/O at most max_wait_ms (less if a timer is due or work is ready),
+ *  fire due timers, resume every ready execution, flush buffered log lines. */
+void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms);
+
+/** Cancel every execution of this runtime (drain timeout, shutdown). */
+void lg_rt_cancel_all(lg_rt_t *rt);
+/** Resume every ready execution (part of lg_rt_run_once). */
+void lg_rt_run_ready(lg_rt_t *rt);
+
+lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner);
+/** Free an execution that was never launched (the request was refused before it started). */
+void lg_exec_discard(lg_exec_t *e);
+
+typedef enum { LG_LAUNCH_OK = 0, LG_LAUNCH_NO_AGENT } lg_launch_status_t;
+/** Start the agent `name` on e->co, whose stack holds exactly [task, context-or-nil].
+ *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS. */
+lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms);
+/** Stop an execution from outside (client disconnect, drain): runs the pending cleanup and calls
+ *  on_done with LG_END_CANCELLED (at once, or when the running slice returns). */
+void lg_exec_cancel(lg_exec_t *e);
+
+/** The execution running on this VM right now, or NULL. */
+lg_exec_t *lg_sched_current(lua_State *L);
+/** For yielding bindings: the current execution, raising a Lua error if called outside one or on
+ *  a coroutine the agent created itself. `what` names the function in the message. */
+lg_exec_t *lg_sched_check(lua_State *L, const char *what);
+/** Suspend the current execution until lg_sched_wake. `cleanup` undoes the pending operation if
+ *  the execution ends first. Use as `return lg_sched_yield(L, cleanup, data);`. */
+int lg_sched_yield(lua_State *L, lg_cleanup_fn cleanup, void *data);
+/** The pending operation completed: `nres` results are already pushed on e->co. */
+void lg_sched_wake(lg_exec_t *e, int nres);
+
+#endif

@@ -1,0 +1,50 @@
+/**
+ * server.h - the HTTP side: h2o configuration, listeners, request handlers and replies.
+ *
+ * lg_server_run() is `luagent serve`: it loads the agents, starts the workers (worker.h), watches
+ * the agents directory on the main thread, and on SIGTERM/SIGINT drains: listeners close, keep-alive
+ * connections are asked to close, in-flight executions finish (up to LUAGENT_DRAIN_TIMEOUT_MS, then
+ * they are cancelled with 503), and it returns 0.
+ */
+#ifndef LUAGENT_SERVER_H
+#define LUAGENT_SERVER_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+
+#include "luagent/buf.h"
+#include "luagent/config.h"
+
+typedef struct lg_worker lg_worker_t;
+
+typedef struct lg_server {
+    h2o_globalconf_t globalconf;
+    const lg_config_t *cfg;
+    lg_worker_t *workers;
+    int nworkers;
+    uint64_t started_ms;
+    _Atomic int draining;
+} lg_server_t;
+
+int lg_server_run(const lg_config_t *cfg);
+
+/** Register the request handler on a host configuration (handlers.c). */
+void lg_handlers_register(h2o_hostconf_t *hostconf);
+
+/* ---- replies (respond.c): every reply is JSON with nosniff and X-Request-Id ---- */
+
+/** The request's id: a valid incoming X-Request-Id (1..64 of [A-Za-z0-9._:-]) or a new UUID. */
+void lg_request_id(h2o_req_t *req, char out[72]);
+void lg_reply_json(h2o_req_t *req, int status, const char *request_id, const char *body, size_t len);
+void lg_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *request_id);
+/** Append {"error":{"code","message","request_id"[,"execution_id"]}} to out. */
+void lg_error_json(lg_buf_t *out, const char *code, const char *message, size_t mlen, const char *request_id,
+                   const char *execution_id);
+const char *lg_status_reason(int status);
+void lg_access_log(h2o_req_t *req, int status, const char *request_id, uint64_t start_ns, const char *execution_id,
+                   const char *agent, const char *version);
+
+#endif

@@ -1,0 +1,62 @@
+/**
+ * vm.h - one LuaJIT VM per thread: allocator accounting, runaway control, and the agent sandbox.
+ *
+ * Memory: the VM is created with our own lua_Alloc. While an execution runs, every allocation and
+ * free is charged to its budget; growth past budget->mem_limit is refused (LuaJIT raises "not enough
+ * memory" inside the agent) and the budget is marked exceeded, so the execution ends with
+ * `memory_limit` even if the agent catches the error.
+ * Time: a count hook runs every LG_VM_HOOK_COUNT VM instructions of interpreted code and raises an
+ * error in the running execution once its deadline has passed (or its memory budget was exceeded).
+ * Agent chunks are compiled with the JIT off for all their functions so the hook always sees them;
+ * library code stays JIT-compiled.
+ * Sandbox: each agent gets a fresh environment built from an allow-list (lg_vm_sandbox_env), with its
+ * own copies of the library tables, so no write by one agent is ever seen by another. After the
+ * chunk's top level has run, creating new globals raises an error.
+ */
+#ifndef LUAGENT_VM_H
+#define LUAGENT_VM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <lua.h>
+
+#define LG_VM_HOOK_COUNT 1000
+#define LG_VM_LOAD_TIMEOUT_MS 2000 /* budget for an agent file's top-level code */
+
+/** What one execution may spend. Embedded in the execution; the VM charges the current one. */
+typedef struct lg_budget {
+    ssize_t mem_used;     /* net bytes allocated while this budget was current */
+    size_t mem_limit;     /* 0 = unlimited */
+    uint64_t deadline_ms; /* monotonic ms; 0 = none */
+    int mem_exceeded;
+    int timed_out;
+} lg_budget_t;
+
+typedef struct lg_vm {
+    lua_State *L;
+    size_t bytes;          /* whole-VM heap size */
+    lg_budget_t *current;  /* budget being charged, NULL between executions */
+    void *rt;              /* the runtime that owns this VM (lg_rt_t *), for bindings */
+} lg_vm_t;
+
+/** Create the VM with the luagent API installed. 0 on success, -1 on failure. */
+int lg_vm_open(lg_vm_t *vm, void *rt);
+void lg_vm_close(lg_vm_t *vm);
+/** The VM a lua_State (or any of its coroutines) belongs to. */
+lg_vm_t *lg_vm_of(lua_State *L);
+
+/** Compile `src` as the agent `name` in a fresh sandbox and run its top level (under the load
+ *  budget). On success pushes the module table and returns 0. On failure pushes nothing, writes a
+ *  one-line message to err ("hello.lua:3: '=' expected near 'x'") and returns -1.
+ *  The module contract: a table with a function `execute`; optional `description` (string),
+ *  `input` (table: JSON schema), `timeout_ms` (positive number), `config` (table),
+ *  `cache_ttl` (number >= 0). */
+int lg_vm_load_agent(lg_vm_t *vm, const char *chunkname, const char *src, size_t len, size_t mem_limit, char *err,
+                     size_t errlen);
+
+/** Push a new sandbox environment table (see above). Used by lg_vm_load_agent and tests. */
+void lg_vm_sandbox_env(lua_State *L);
+
+#endif

@@ -1,0 +1,42 @@
+/**
+ * worker.h - a worker thread: its own h2o context, event loop, listening socket (SO_REUSEPORT),
+ * and runtime (VM + scheduler). Workers share nothing on the hot path; the main thread reaches
+ * them only through `draining` and the wake eventfd.
+ */
+#ifndef LUAGENT_WORKER_H
+#define LUAGENT_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "luagent/buf.h"
+#include "luagent/sched.h"
+#include "luagent/server.h"
+
+struct lg_worker {
+    int index;
+    pthread_t thread;
+    lg_server_t *server;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    lg_rt_t rt;
+    int listen_fd;
+    h2o_socket_t *listener;
+    int wake_fd;
+    h2o_socket_t *wake_sock;
+    lg_buf_t scratch; /* reply bodies are built here, then copied into the request by h2o */
+    int started;
+};
+
+/** Create the listening socket for one worker (main thread, before the workers start). */
+int lg_worker_listen(const char *host, int port, char *err, size_t errlen);
+int lg_worker_start(lg_worker_t *w);
+/** Wake a worker's loop (after setting server->draining). Thread-safe. */
+void lg_worker_wake(lg_worker_t *w);
+
+static inline lg_worker_t *lg_worker_of(h2o_req_t *req)
+{
+    return (lg_worker_t *)((char *)req->conn->ctx - offsetof(lg_worker_t, ctx));
+}
+
+#endif

@@ -1,0 +1,1265 @@
+/**
+ * json.c - the host's faithful JSON codec (see include/luagent/json.h, DESIGN §8).
+ *
+ * Decoder: one pass over the text, iterative (an explicit frame stack, no C recursion), values
+ * pushed straight onto the Lua stack. The items of an open array/object wait on the Lua stack
+ * until it closes (up to DEC_K of them), so most tables are created once with their exact size
+ * (no rehash while filling); a bigger container is then created with a size hint and filled as it
+ * goes. Strings without escapes are pushed straight from the input; integers are parsed by hand;
+ * other numbers take an exact fast path (<= 2^53 mantissa times an exact power of ten <= 22) or
+ * strtod in the "C" locale.
+ *
+ * Encoder: recursive over the Lua value (depth bounded by max_depth), writing into an lg_buf_t.
+ * It never calls into Lua code (raw accesses, no metamethods), so it cannot raise except on memory
+ * exhaustion inside the Lua API.
+ *
+ * Decisions where the contract leaves room (also see the tests):
+ *   - numbers: "-0" decodes to -0.0 and -0.0 encodes as "-0" (so the sign survives a round trip).
+ *     A number whose magnitude overflows a double ("1e400") is rejected (LG_JSON_ESYNTAX, "number
+ *     out of range"); one that underflows ("1e-400") decodes to 0 (or the nearest subnormal).
+ *     Integers of up to 19 digits are converted with one correctly-rounded uint64 -> double cast
+ *     (the same value strtod would give), longer ones go through strtod.
+ *   - duplicate object keys: the last one wins.
+ *   - a BOM is not whitespace: input starting with EF BB BF is rejected.
+ *   - a table carrying the array metatable encodes as t[1..#t] (a nil in a hole becomes null), any
+ *     other keys it has are ignored. Keys 1..n of a plain table make an array; otherwise an object
+ *     whose number keys are printed as numbers ("1", "1.5"); an infinite number key, or a boolean,
+ *     table, ... key is LG_JSON_ETYPE. Key order is the table's traversal order.
+ *   - invalid UTF-8 in an encoded string: each byte that does not start a valid sequence becomes
+ *     U+FFFD (so output is always valid UTF-8).
+ *   - encode error paths are JSON Pointers (RFC 6901) into the would-be output: array indices are
+ *     0-based (Lua's t[1] is /0), '~' and '/' in keys are written ~0 and ~1; the top-level value is
+ *     written "root". A top-level nil encodes as null.
+ *   - depth: the first container is depth 1; max_depth 128 accepts 128 nested arrays and rejects
+ *     129. Independently, the Lua stack of a C call holds at most LUAI_MAXCSTACK (8000) slots;
+ *     nesting past what fits (over a thousand levels) fails with LG_JSON_EDEPTH too.
+ *   - allocation failure of our own scratch memory aborts, like lg_buf (buf.h).
+ *   - `luagent.json`: json.empty_array's metatable has __newindex raising and __metatable set to
+ *     json.array_mt, so getmetatable(json.empty_array) == json.array_mt like any other array and
+ *     setmetatable on it fails; rawset still bypasses this: agents must not modify it.
+ *     json.array(t) refuses a table that has another metatable; json.array() returns a new empty
+ *     array. json.is_array(v) says whether encode would write v as a JSON array (marked, or keys
+ *     exactly 1..n with n >= 1).
+ *   - the registry keys are addresses of statics, so one process can host many lua_States.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* strtod_l, newlocale, uselocale */
+#endif
+
+#include "luagent/json.h"
+
+#include <float.h>
+#include <locale.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+/* Registry keys (their addresses). */
+static char k_array_mt;
+static char k_empty_mt;
+static char k_empty;
+
+#define TWO53 9007199254740992.0
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared helpers                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void c_locale_init(void)
+{
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+static locale_t get_c_locale(void)
+{
+    pthread_once(&c_locale_once, c_locale_init);
+    return c_locale;
+}
+
+static double strtod_c(const char *s)
+{
+    locale_t loc = get_c_locale();
+    return loc ? strtod_l(s, NULL, loc) : strtod(s, NULL);
+}
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if the bytes there are not one
+ * (overlong forms, surrogates, > U+10FFFF, truncation all refused). */
+static inline size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t avail = (size_t)(end - p);
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2)
+        return 0;
+    if (c < 0xE0)
+        return (avail >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c < 0xF0) {
+        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        if (avail < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80)
+            return 0;
+        return 3;
+    }
+    if (c < 0xF5) {
+        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+void lg_json_push_array_mt(lua_State *L)
+{
+    lua_pushlightuserdata(L, &k_array_mt);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "json.array");
+    lua_setfield(L, -2, "__name");
+    lua_pushlightuserdata(L, &k_array_mt);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+void lg_json_push_null(lua_State *L)
+{
+    lua_pushlightuserdata(L, NULL);
+}
+
+int lg_json_is_null(lua_State *L, int idx)
+{
+    return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Decoder                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Items an open container keeps on the Lua stack before its table is created. */
+#define DEC_K 16
+#define DEC_LOCAL_FRAMES 32
+#define DEC_SCRATCH 256
+
+/* Byte classes inside a string: 0 plain ASCII, 1 '"', 2 '\\', 3 control, 4 >= 0x80. */
+static const unsigned char dec_cls[256] = {
+    3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+    4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
+};
+
+typedef struct dec_frame {
+    int first;            /* stack index of the table (or of its placeholder) */
+    int n;                /* elements / members so far */
+    unsigned char obj;    /* object (1) or array (0) */
+    unsigned char created; /* table exists at `first` (items go straight in) */
+} dec_frame_t;
+
+typedef struct dec {
+    lua_State *L;
+    const unsigned char *start, *end;
+    lg_json_status_t st;
+    lg_json_error_t *err;
+    char *heap;        /* scratch when `local` is too small */
+    size_t heap_cap;
+    char local[DEC_SCRATCH];
+} dec_t;
+
+static void dec_fail(dec_t *d, lg_json_status_t st, const unsigned char *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void dec_fail(dec_t *d, lg_json_status_t st, const unsigned char *at, const char *fmt, ...)
+{
+    if (d->st != LG_JSON_OK)
+        return;
+    d->st = st;
+    if (d->err == NULL)
+        return;
+    size_t off = (size_t)(at - d->start);
+    d->err->offset = off;
+    char what[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    snprintf(d->err->msg, sizeof d->err->msg, "%s at offset %zu", what, off);
+}
+
+static void dec_fail_char(dec_t *d, const unsigned char *p)
+{
+    if (p >= d->end)
+        dec_fail(d, LG_JSON_ESYNTAX, p, "unexpected end of input");
+    else if (*p > 0x20 && *p < 0x7f)
+        dec_fail(d, LG_JSON_ESYNTAX, p, "unexpected character '%c'", *p);
+    else
+        dec_fail(d, LG_JSON_ESYNTAX, p, "unexpected byte 0x%02x", *p);
+}
+
+static char *dec_scratch(dec_t *d, size_t n)
+{
+    if (n <= sizeof d->local)
+        return d->local;
+    if (n > d->heap_cap) {
+        size_t cap = d->heap_cap ? d->heap_cap : 1024;
+        while (cap < n)
+            cap *= 2;
+        char *p = realloc(d->heap, cap);
+        if (p == NULL)
+            abort();
+        d->heap = p;
+        d->heap_cap = cap;
+    }
+    return d->heap;
+}
+
+static inline const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+static inline int hexval(unsigned c)
+{
+    if (c - '0' < 10)
+        return (int)(c - '0');
+    c |= 0x20;
+    if (c - 'a' < 6)
+        return (int)(c - 'a' + 10);
+    return -1;
+}
+
+static inline long hex4(const unsigned char *q)
+{
+    int a = hexval(q[0]), b = hexval(q[1]), c = hexval(q[2]), e = hexval(q[3]);
+    if ((a | b | c | e) < 0)
+        return -1;
+    return (long)((a << 12) | (b << 8) | (c << 4) | e);
+}
+
+static inline char *utf8_put(char *o, unsigned long cp)
+{
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | (cp >> 6));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | (cp >> 12));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | (cp >> 18));
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+/* *pp points at the opening quote. Pushes the string and moves *pp past the closing quote. */
+static int dec_string(dec_t *d, const unsigned char **pp)
+{
+    const unsigned char *open = *pp, *s = open + 1, *q = s, *end = d->end;
+    for (;;) {
+        while (q < end && dec_cls[*q] == 0)
+            q++;
+        if (q == end) {
+            dec_fail(d, LG_JSON_ESYNTAX, open, "unterminated string");
+            return 0;
+        }
+        unsigned c = *q;
+        if (c == '"') {
+            lua_pushlstring(d->L, (const char *)s, (size_t)(q - s));
+            *pp = q + 1;
+            return 1;
+        }
+        if (c == '\\')
+            break;
+        if (c < 0x20) {
+            dec_fail(d, LG_JSON_ESYNTAX, q, "unescaped control character 0x%02x in string", c);
+            return 0;
+        }
+        size_t n = utf8_len(q, end);
+        if (n == 0) {
+            dec_fail(d, LG_JSON_EUTF8, q, "invalid UTF-8 byte 0x%02x in string", c);
+            return 0;
+        }
+        q += n;
+    }
+
+    /* Escapes: find the closing quote, then unescape into scratch (never longer than the text). */
+    const unsigned char *r = q;
+    while (r < end && *r != '"') {
+        if (*r == '\\' && ++r == end)
+            break;
+        r++;
+    }
+    if (r >= end) {
+        dec_fail(d, LG_JSON_ESYNTAX, open, "unterminated string");
+        return 0;
+    }
+    char *out = dec_scratch(d, (size_t)(r - s)), *o = out;
+    memcpy(o, s, (size_t)(q - s));
+    o += q - s;
+    while (q < r) {
+        unsigned c = *q;
+        if (dec_cls[c] == 0) {
+            *o++ = (char)c;
+            q++;
+            continue;
+        }
+        if (c == '\\') {
+            const unsigned char *esc = q;
+            q += 2;
+            switch (esc[1]) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '/': *o++ = '/'; break;
+            case 'b': *o++ = '\b'; break;
+            case 'f': *o++ = '\f'; break;
+            case 'n': *o++ = '\n'; break;
+            case 'r': *o++ = '\r'; break;
+            case 't': *o++ = '\t'; break;
+            case 'u': {
+                long cp = r - q >= 4 ? hex4(q) : -1;
+                if (cp < 0) {
+                    dec_fail(d, LG_JSON_ESYNTAX, esc, "invalid \\u escape in string");
+                    return 0;
+                }
+                q += 4;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    long lo = -1;
+                    if (r - q >= 6 && q[0] == '\\' && q[1] == 'u') {
+                        lo = hex4(q + 2);
+                        if (lo < 0) {
+                            dec_fail(d, LG_JSON_ESYNTAX, q, "invalid \\u escape in string");
+                            return 0;
+                        }
+                    }
+                    if (lo < 0xDC00 || lo > 0xDFFF) {
+                        dec_fail(d, LG_JSON_EUTF8, esc, "lone surrogate \\u%04lX in string", (unsigned long)cp);
+                        return 0;
+                    }
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                    q += 6;
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    dec_fail(d, LG_JSON_EUTF8, esc, "lone surrogate \\u%04lX in string", (unsigned long)cp);
+                    return 0;
+                }
+                o = utf8_put(o, (unsigned long)cp);
+                break;
+            }
+            default:
+                if (esc[1] > 0x20 && esc[1] < 0x7f)
+                    dec_fail(d, LG_JSON_ESYNTAX, esc, "invalid escape '\\%c' in string", esc[1]);
+                else
+                    dec_fail(d, LG_JSON_ESYNTAX, esc, "invalid escape in string");
+                return 0;
+            }
+            continue;
+        }
+        if (c < 0x20) {
+            dec_fail(d, LG_JSON_ESYNTAX, q, "unescaped control character 0x%02x in string", c);
+            return 0;
+        }
+        size_t n = utf8_len(q, r);
+        if (n == 0) {
+            dec_fail(d, LG_JSON_EUTF8, q, "invalid UTF-8 byte 0x%02x in string", c);
+            return 0;
+        }
+        memcpy(o, q, n);
+        o += n;
+        q += n;
+    }
+    lua_pushlstring(d->L, out, (size_t)(o - out));
+    *pp = r + 1;
+    return 1;
+}
+
+static const double pow10_exact[23] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+};
+
+#define IS_DIGIT(c) ((unsigned)(c) - '0' < 10)
+
+/* *pp points at '-' or a digit. Pushes the number. */
+static int dec_number(dec_t *d, const unsigned char **pp)
+{
+    const unsigned char *start = *pp, *p = start, *end = d->end;
+    uint64_t mant = 0;
+    int neg = 0, many = 0, is_int = 1, e10 = 0;
+
+    if (*p == '-') {
+        neg = 1;
+        p++;
+    }
+    if (p == end || !IS_DIGIT(*p))
+        goto bad;
+    if (*p == '0') {
+        p++;
+        if (p < end && IS_DIGIT(*p)) {
+            dec_fail(d, LG_JSON_ESYNTAX, p - 1, "invalid number (leading zero)");
+            return 0;
+        }
+    } else {
+        do {
+            if (mant < 1000000000000000000ULL)
+                mant = mant * 10 + (unsigned)(*p - '0');
+            else
+                many = 1;
+            p++;
+        } while (p < end && IS_DIGIT(*p));
+    }
+    if (p < end && *p == '.') {
+        is_int = 0;
+        p++;
+        if (p == end || !IS_DIGIT(*p))
+            goto bad;
+        do {
+            if (mant < 1000000000000000000ULL) {
+                mant = mant * 10 + (unsigned)(*p - '0');
+                e10--;
+            } else {
+                many = 1;
+            }
+            p++;
+        } while (p < end && IS_DIGIT(*p));
+    }
+    if (p < end && (*p | 0x20) == 'e') {
+        is_int = 0;
+        p++;
+        int eneg = 0, ev = 0;
+        if (p < end && (*p == '+' || *p == '-')) {
+            eneg = *p == '-';
+            p++;
+        }
+        if (p == end || !IS_DIGIT(*p))
+            goto bad;
+        do {
+            if (ev < 100000)
+                ev = ev * 10 + (*p - '0');
+            p++;
+        } while (p < end && IS_DIGIT(*p));
+        e10 += eneg ? -ev : ev;
+    }
+
+    double v;
+    if (!many && is_int) {
+        v = (double)mant; /* one correctly rounded conversion, exact up to 2^53 */
+        if (neg)
+            v = -v;
+    }
+#if FLT_EVAL_METHOD == 0
+    else if (!many && mant <= (1ULL << 53) && e10 >= -22 && e10 <= 22) {
+        /* Both operands exact, one IEEE operation: correctly rounded (Clinger's fast path). */
+        v = e10 < 0 ? (double)mant / pow10_exact[-e10] : (double)mant * pow10_exact[e10];
+        if (neg)
+            v = -v;
+    }
+#endif
+    else {
+        size_t n = (size_t)(p - start);
+        char *buf = dec_scratch(d, n + 1);
+        memcpy(buf, start, n);
+        buf[n] = '\0';
+        v = strtod_c(buf);
+    }
+    if (isinf(v)) {
+        dec_fail(d, LG_JSON_ESYNTAX, start, "number out of range");
+        return 0;
+    }
+    lua_pushnumber(d->L, v);
+    *pp = p;
+    return 1;
+
+bad:
+    if (p < end)
+        dec_fail(d, LG_JSON_ESYNTAX, p, "invalid number (unexpected '%c')", *p > 0x20 && *p < 0x7f ? *p : '?');
+    else
+        dec_fail(d, LG_JSON_ESYNTAX, p, "invalid number (unexpected end of input)");
+    return 0;
+}
+
+/* Create the table of frame f at f->first and move the items waiting above it into it. */
+static void dec_flush(lua_State *L, dec_frame_t *f, int hint)
+{
+    int first = f->first, n = f->n;
+    if (f->obj) {
+        lua_createtable(L, 0, hint);
+        lua_replace(L, first);
+        for (int j = 0; j < n; j++) {
+            lua_pushvalue(L, first + 1 + 2 * j);
+            lua_pushvalue(L, first + 2 + 2 * j);
+            lua_rawset(L, first);
+        }
+        lua_settop(L, first);
+    } else {
+        lua_createtable(L, hint, 0);
+        lua_replace(L, first);
+        for (int i = n; i >= 1; i--)
+            lua_rawseti(L, first, i);
+    }
+    f->created = 1;
+}
+
+lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err)
+{
+    dec_t d;
+    d.L = L;
+    d.start = (const unsigned char *)s;
+    d.end = d.start + len;
+    d.st = LG_JSON_OK;
+    d.err = err;
+    d.heap = NULL;
+    d.heap_cap = 0;
+    if (err) {
+        err->offset = 0;
+        err->msg[0] = '\0';
+    }
+    if (s == NULL)
+        d.start = d.end = (const unsigned char *)"";
+
+    dec_frame_t local_frames[DEC_LOCAL_FRAMES], *frames = local_frames, *f;
+    int fcap = DEC_LOCAL_FRAMES, depth = 0, have_mt = 0;
+    int base = lua_gettop(L), mtslot = base + 1;
+    const unsigned char *p = d.start, *end = d.end;
+
+    if (!lua_checkstack(L, 8)) {
+        dec_fail(&d, LG_JSON_EDEPTH, p, "Lua stack exhausted");
+        return d.st;
+    }
+    lua_pushnil(L); /* slot for the array metatable, fetched on first use */
+
+value:
+    p = skip_ws(p, end);
+    if (p == end) {
+        dec_fail_char(&d, p);
+        goto fail;
+    }
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth >= max_depth) {
+            dec_fail(&d, LG_JSON_EDEPTH, p, "nesting too deep (max %d)", max_depth);
+            goto fail;
+        }
+        if (depth == fcap) {
+            dec_frame_t *nf = malloc(sizeof *nf * (size_t)fcap * 2);
+            if (nf == NULL)
+                abort();
+            memcpy(nf, frames, sizeof *nf * (size_t)fcap);
+            if (frames != local_frames)
+                free(frames);
+            frames = nf;
+            fcap *= 2;
+        }
+        f = &frames[depth++];
+        f->obj = *p == '{';
+        f->n = 0;
+        f->first = lua_gettop(L) + 1;
+        if (lua_checkstack(L, 2 * DEC_K + 8)) {
+            f->created = 0;
+            lua_pushnil(L);
+        } else if (lua_checkstack(L, 8)) {
+            f->created = 1;
+            lua_createtable(L, 0, 0);
+        } else {
+            dec_fail(&d, LG_JSON_EDEPTH, p, "nesting too deep for the Lua stack");
+            goto fail;
+        }
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == (f->obj ? '}' : ']')) {
+            p++;
+            goto close;
+        }
+        if (f->obj)
+            goto key;
+        goto value;
+    case '"':
+        if (!dec_string(&d, &p))
+            goto fail;
+        break;
+    case 't':
+        if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
+            lua_pushboolean(L, 1);
+            p += 4;
+            break;
+        }
+        goto bad_literal;
+    case 'f':
+        if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+            lua_pushboolean(L, 0);
+            p += 5;
+            break;
+        }
+        goto bad_literal;
+    case 'n':
+        if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
+            lua_pushlightuserdata(L, NULL);
+            p += 4;
+            break;
+        }
+    bad_literal:
+        dec_fail(&d, LG_JSON_ESYNTAX, p, "invalid literal");
+        goto fail;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        if (!dec_number(&d, &p))
+            goto fail;
+        break;
+    default:
+        dec_fail_char(&d, p);
+        goto fail;
+    }
+
+done: /* a complete value is on top of the stack */
+    if (depth == 0)
+        goto finish;
+    f = &frames[depth - 1];
+    f->n++;
+    if (f->created) {
+        if (f->obj)
+            lua_rawset(L, f->first);
+        else
+            lua_rawseti(L, f->first, f->n);
+    }
+    p = skip_ws(p, end);
+    if (p < end && *p == ',') {
+        p++;
+        if (!f->created && f->n >= DEC_K)
+            dec_flush(L, f, 2 * DEC_K);
+        if (!f->obj)
+            goto value;
+        p = skip_ws(p, end);
+        goto key;
+    }
+    if (p < end && *p == (f->obj ? '}' : ']')) {
+        p++;
+        goto close;
+    }
+    dec_fail_char(&d, p);
+    goto fail;
+
+key: /* p is past whitespace, a member name is due */
+    if (p == end || *p != '"') {
+        dec_fail_char(&d, p);
+        goto fail;
+    }
+    if (!dec_string(&d, &p))
+        goto fail;
+    p = skip_ws(p, end);
+    if (p == end || *p != ':') {
+        dec_fail_char(&d, p);
+        goto fail;
+    }
+    p++;
+    goto value;
+
+close: /* the container of the top frame just ended */
+    f = &frames[depth - 1];
+    if (!f->created)
+        dec_flush(L, f, f->n);
+    if (!f->obj) {
+        if (!have_mt) {
+            lg_json_push_array_mt(L);
+            lua_replace(L, mtslot);
+            have_mt = 1;
+        }
+        lua_pushvalue(L, mtslot);
+        lua_setmetatable(L, f->first);
+    }
+    depth--;
+    goto done;
+
+finish:
+    p = skip_ws(p, end);
+    if (p != end) {
+        dec_fail_char(&d, p);
+        goto fail;
+    }
+    lua_replace(L, mtslot);
+    if (frames != local_frames)
+        free(frames);
+    free(d.heap);
+    return LG_JSON_OK;
+
+fail:
+    lua_settop(L, base);
+    if (frames != local_frames)
+        free(frames);
+    free(d.heap);
+    return d.st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Encoder                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Byte classes when writing a string: 0 as is, 1 escape, 2 >= 0x80 (validate). */
+static const unsigned char enc_cls[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+
+#define ENC_PATH 512
+
+typedef struct enc {
+    lua_State *L;
+    lg_buf_t *b;
+    int max_depth;
+    int mtslot;    /* array mt at mtslot, empty_array's mt at mtslot + 1 (nil until loaded) */
+    int mt_loaded;
+    lg_json_status_t st;
+    char what[96];
+    size_t ppos;   /* the path is path[ppos .. ENC_PATH), built innermost first */
+    int ptrunc;
+    char path[ENC_PATH];
+} enc_t;
+
+static inline char *enc_room(lg_buf_t *b, size_t n)
+{
+    if (b->len + n + 1 > b->cap)
+        lg_buf_reserve(b, n);
+    return b->data + b->len;
+}
+
+static inline void enc_put(lg_buf_t *b, const char *s, size_t n)
+{
+    char *o = enc_room(b, n);
+    memcpy(o, s, n);
+    b->len += n;
+}
+
+static inline void enc_putc(lg_buf_t *b, char c)
+{
+    char *o = enc_room(b, 1);
+    *o = c;
+    b->len++;
+}
+
+static int enc_fail(enc_t *e, lg_json_status_t st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static int enc_fail(enc_t *e, lg_json_status_t st, const char *fmt, ...)
+{
+    e->st = st;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->what, sizeof e->what, fmt, ap);
+    va_end(ap);
+    return 0;
+}
+
+/* Prepend "/" + seg (escaped per RFC 6901) to the error path. */
+static void path_prepend(enc_t *e, const char *seg, size_t n)
+{
+    char tmp[160];
+    size_t t = 0;
+    tmp[t++] = '/';
+    for (size_t i = 0; i < n && t + 2 < sizeof tmp; i++) {
+        if (seg[i] == '~') {
+            tmp[t++] = '~';
+            tmp[t++] = '0';
+        } else if (seg[i] == '/') {
+            tmp[t++] = '~';
+            tmp[t++] = '1';
+        } else {
+            tmp[t++] = seg[i];
+        }
+    }
+    if (e->ptrunc || t > e->ppos) {
+        e->ptrunc = 1;
+        return;
+    }
+    e->ppos -= t;
+    memcpy(e->path + e->ppos, tmp, t);
+}
+
+/* Digits of |v| (v integral, |v| <= 2^53) written backwards ending at `end`. */
+static inline char *u64_digits(char *end, uint64_t v)
+{
+    static const char d2[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                             "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                             "8081828384858687888990919293949596979899";
+    while (v >= 100) {
+        unsigned r = (unsigned)(v % 100);
+        v /= 100;
+        end -= 2;
+        memcpy(end, d2 + 2 * r, 2);
+    }
+    if (v >= 10) {
+        end -= 2;
+        memcpy(end, d2 + 2 * v, 2);
+    } else {
+        *--end = (char)('0' + v);
+    }
+    return end;
+}
+
+/* Text of a finite double into buf (>= 32 bytes); returns its length. */
+static size_t fmt_number(char *buf, double x)
+{
+    if (fabs(x) <= TWO53) {
+        int64_t i = (int64_t)x;
+        if ((double)i == x) {
+            char tmp[24], *e = tmp + sizeof tmp, *s = u64_digits(e, (uint64_t)(i < 0 ? -i : i));
+            if (x < 0 || (x == 0 && signbit(x)))
+                *--s = '-';
+            size_t n = (size_t)(e - s);
+            memcpy(buf, s, n);
+            return n;
+        }
+    }
+    locale_t loc = get_c_locale(), old = (locale_t)0;
+    if (loc)
+        old = uselocale(loc);
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(buf, 32, "%.*g", prec, x);
+        if (prec == 17 || strtod(buf, NULL) == x)
+            break;
+    }
+    if (loc)
+        uselocale(old);
+    return (size_t)n;
+}
+
+static int enc_number(enc_t *e, double x)
+{
+    if (!isfinite(x))
+        return enc_fail(e, LG_JSON_ETYPE, "cannot encode %s", isnan(x) ? "NaN" : x > 0 ? "inf" : "-inf");
+    char *o = enc_room(e->b, 32);
+    e->b->len += fmt_number(o, x);
+    return 1;
+}
+
+static void enc_string(lg_buf_t *b, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str, *end = s + n;
+    enc_putc(b, '"');
+    while (s < end) {
+        size_t chunk = (size_t)(end - s);
+        if (chunk > 4096)
+            chunk = 4096;
+        const unsigned char *cend = s + chunk;
+        char *o0 = enc_room(b, chunk * 6 + 16), *o = o0;
+        while (s < cend) {
+            const unsigned char *r = s;
+            while (r < cend && enc_cls[*r] == 0)
+                r++;
+            memcpy(o, s, (size_t)(r - s));
+            o += r - s;
+            s = r;
+            if (s >= cend)
+                break;
+            unsigned c = *s;
+            if (c < 0x80) {
+                *o++ = '\\';
+                switch (c) {
+                case '"': *o++ = '"'; break;
+                case '\\': *o++ = '\\'; break;
+                case '\n': *o++ = 'n'; break;
+                case '\r': *o++ = 'r'; break;
+                case '\t': *o++ = 't'; break;
+                case '\b': *o++ = 'b'; break;
+                case '\f': *o++ = 'f'; break;
+                default:
+                    *o++ = 'u';
+                    *o++ = '0';
+                    *o++ = '0';
+                    *o++ = hex[c >> 4];
+                    *o++ = hex[c & 15];
+                }
+                s++;
+            } else {
+                size_t k = utf8_len(s, end);
+                if (k) {
+                    memcpy(o, s, k);
+                    o += k;
+                    s += k;
+                } else {
+                    memcpy(o, "\xEF\xBF\xBD", 3);
+                    o += 3;
+                    s++;
+                }
+            }
+        }
+        b->len += (size_t)(o - o0);
+    }
+    enc_putc(b, '"');
+}
+
+static int enc_value(enc_t *e, int idx, int depth);
+
+static int enc_array(enc_t *e, int idx, int depth, size_t n)
+{
+    lua_State *L = e->L;
+    enc_putc(e->b, '[');
+    for (size_t i = 1; i <= n; i++) {
+        if (i > 1)
+            enc_putc(e->b, ',');
+        lua_rawgeti(L, idx, (int)i);
+        if (!enc_value(e, lua_gettop(L), depth)) {
+            char seg[24], *se = seg + sizeof seg, *ss = u64_digits(se, i - 1);
+            path_prepend(e, ss, (size_t)(se - ss));
+            return 0;
+        }
+        lua_pop(L, 1);
+    }
+    enc_putc(e->b, ']');
+    return 1;
+}
+
+/* n if the table's keys are exactly 1..n (n >= 1), else 0. */
+static size_t plain_array_len(lua_State *L, int idx)
+{
+    size_t n = 0;
+    double max = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        double k;
+        if (lua_type(L, -1) != LUA_TNUMBER || !((k = lua_tonumber(L, -1)) >= 1 && k <= TWO53) ||
+            (double)(int64_t)k != k) {
+            lua_pop(L, 1);
+            return 0;
+        }
+        if (k > max)
+            max = k;
+        n++;
+    }
+    return (double)n == max ? n : 0;
+}
+
+/* Is the table at idx marked as an array (array_mt or empty_array's mt)? */
+static int enc_marked(enc_t *e, int idx)
+{
+    lua_State *L = e->L;
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    if (!e->mt_loaded) {
+        lua_pushlightuserdata(L, &k_array_mt);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        lua_replace(L, e->mtslot);
+        lua_pushlightuserdata(L, &k_empty_mt);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        lua_replace(L, e->mtslot + 1);
+        e->mt_loaded = 1;
+    }
+    int r = lua_rawequal(L, -1, e->mtslot) || lua_rawequal(L, -1, e->mtslot + 1);
+    lua_pop(L, 1);
+    return r;
+}
+
+static int enc_table(enc_t *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    if (depth > e->max_depth)
+        return enc_fail(e, LG_JSON_EDEPTH, "nesting too deep (or a cycle): max %d", e->max_depth);
+    if (!lua_checkstack(L, 6))
+        return enc_fail(e, LG_JSON_EDEPTH, "nesting too deep (or a cycle) for the Lua stack");
+    if (enc_marked(e, idx))
+        return enc_array(e, idx, depth, lua_objlen(L, idx));
+
+    lua_pushnil(L);
+    if (!lua_next(L, idx)) {
+        enc_put(e->b, "{}", 2);
+        return 1;
+    }
+    if (lua_type(L, -2) == LUA_TNUMBER) {
+        lua_pop(L, 2);
+        size_t n = plain_array_len(L, idx);
+        if (n)
+            return enc_array(e, idx, depth, n);
+        lua_pushnil(L);
+        lua_next(L, idx);
+    }
+
+    /* An object; the first key and value are on the stack. */
+    enc_putc(e->b, '{');
+    int first = 1;
+    do {
+        if (!first)
+            enc_putc(e->b, ',');
+        first = 0;
+        size_t kn;
+        const char *ks;
+        char kbuf[32];
+        int kt = lua_type(L, -2);
+        if (kt == LUA_TSTRING) {
+            ks = lua_tolstring(L, -2, &kn);
+            enc_string(e->b, ks, kn);
+        } else if (kt == LUA_TNUMBER) {
+            double k = lua_tonumber(L, -2);
+            if (!isfinite(k))
+                return enc_fail(e, LG_JSON_ETYPE, "cannot encode key %s", k > 0 ? "inf" : "-inf");
+            kn = fmt_number(kbuf, k);
+            ks = kbuf;
+            char *o = enc_room(e->b, kn + 2);
+            o[0] = '"';
+            memcpy(o + 1, kbuf, kn);
+            o[kn + 1] = '"';
+            e->b->len += kn + 2;
+        } else {
+            return enc_fail(e, LG_JSON_ETYPE, "cannot encode a key of type %s", lua_typename(L, kt));
+        }
+        enc_putc(e->b, ':');
+        if (!enc_value(e, lua_gettop(L), depth)) {
+            path_prepend(e, ks, kn);
+            return 0;
+        }
+        lua_pop(L, 1);
+    } while (lua_next(L, idx));
+    enc_putc(e->b, '}');
+    return 1;
+}
+
+static int enc_value(enc_t *e, int idx, int depth)
+{
+    lua_State *L = e->L;
+    int t = lua_type(L, idx);
+    switch (t) {
+    case LUA_TNIL:
+        enc_put(e->b, "null", 4);
+        return 1;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            enc_put(e->b, "true", 4);
+        else
+            enc_put(e->b, "false", 5);
+        return 1;
+    case LUA_TNUMBER:
+        return enc_number(e, lua_tonumber(L, idx));
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        enc_string(e->b, s, n);
+        return 1;
+    }
+    case LUA_TTABLE:
+        return enc_table(e, idx, depth + 1);
+    case LUA_TLIGHTUSERDATA:
+        if (lua_touserdata(L, idx) == NULL) {
+            enc_put(e->b, "null", 4);
+            return 1;
+        }
+        return enc_fail(e, LG_JSON_ETYPE, "cannot encode lightuserdata (only json.null)");
+    default:
+        return enc_fail(e, LG_JSON_ETYPE, "cannot encode %s", lua_typename(L, t));
+    }
+}
+
+lg_json_status_t lg_json_encode(lua_State *L, int idx, lg_buf_t *out, int max_depth, lg_json_error_t *err)
+{
+    int top = lua_gettop(L);
+    if (idx < 0 && idx > LUA_REGISTRYINDEX)
+        idx = top + idx + 1;
+    if (err) {
+        err->offset = 0;
+        err->msg[0] = '\0';
+    }
+    enc_t e;
+    e.L = L;
+    e.b = out;
+    e.max_depth = max_depth;
+    e.mtslot = top + 1;
+    e.mt_loaded = 0;
+    e.st = LG_JSON_OK;
+    e.what[0] = '\0';
+    e.ppos = ENC_PATH;
+    e.ptrunc = 0;
+
+    int ok;
+    if (!lua_checkstack(L, 8)) {
+        ok = enc_fail(&e, LG_JSON_EDEPTH, "Lua stack exhausted");
+    } else {
+        lua_pushnil(L);
+        lua_pushnil(L);
+        ok = enc_value(&e, idx, 0);
+    }
+    lua_settop(L, top);
+    enc_room(out, 0);
+    out->data[out->len] = '\0';
+    if (ok)
+        return LG_JSON_OK;
+    if (err) {
+        if (e.ppos == ENC_PATH && !e.ptrunc)
+            snprintf(err->msg, sizeof err->msg, "%s at root", e.what);
+        else
+            snprintf(err->msg, sizeof err->msg, "%s at %s%.*s", e.what, e.ptrunc ? "..." : "",
+                     (int)(ENC_PATH - e.ppos), e.path + e.ppos);
+    }
+    return e.st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* luagent.json                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* encode's reusable output buffer is dropped after a call that grew it past this. */
+#define LJ_KEEP_BUF (64 * 1024)
+
+static int l_buf_gc(lua_State *L)
+{
+    lg_buf_t *b = lua_touserdata(L, 1);
+    lg_buf_free(b);
+    return 0;
+}
+
+static int l_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    lg_buf_t *b = lua_touserdata(L, lua_upvalueindex(1));
+    lg_json_error_t err;
+    lg_buf_reset(b);
+    if (lg_json_encode(L, 1, b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {
+        if (b->cap > LJ_KEEP_BUF)
+            lg_buf_free(b);
+        return luaL_error(L, "json.encode: %s", err.msg);
+    }
+    lua_pushlstring(L, b->data, b->len);
+    if (b->cap > LJ_KEEP_BUF)
+        lg_buf_free(b);
+    return 1;
+}
+
+static int l_decode(lua_State *L)
+{
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lg_json_error_t err;
+    if (lg_json_decode(L, s, n, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK)
+        return luaL_error(L, "json.decode: %s", err.msg);
+    return 1;
+}
+
+static int l_readonly(lua_State *L)
+{
+    return luaL_error(L, "json.empty_array is read-only (use json.array() for a new array)");
+}
+
+/* Push json.empty_array (created on first use with its own metatable, both in the registry). */
+static void push_empty_array(lua_State *L)
+{
+    lua_pushlightuserdata(L, &k_empty);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (!lua_isnil(L, -1))
+        return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 0);   /* the value */
+    lua_createtable(L, 0, 3);   /* its metatable */
+    lua_pushliteral(L, "json.array");
+    lua_setfield(L, -2, "__name");
+    lua_pushcfunction(L, l_readonly);
+    lua_setfield(L, -2, "__newindex");
+    lg_json_push_array_mt(L);
+    lua_setfield(L, -2, "__metatable");
+    lua_pushlightuserdata(L, &k_empty_mt);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_setmetatable(L, -2);
+    lua_pushlightuserdata(L, &k_empty);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+}
+
+/* 1 if the table at idx has the array metatable or empty_array's. */
+static int is_marked(lua_State *L, int idx)
+{
+    if (!lua_getmetatable(L, idx))
+        return 0;
+    lua_pushlightuserdata(L, &k_array_mt);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int r = lua_rawequal(L, -1, -2);
+    lua_pop(L, 1);
+    if (!r) {
+        lua_pushlightuserdata(L, &k_empty_mt);
+        lua_rawget(L, LUA_REGISTRYINDEX);
+        r = lua_rawequal(L, -1, -2);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return r;
+}
+
+static int l_array(lua_State *L)
+{
+    if (lua_isnoneornil(L, 1)) {
+        lua_createtable(L, 0, 0);
+        lg_json_push_array_mt(L);
+        lua_setmetatable(L, -2);
+        return 1;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    if (is_marked(L, 1))
+        return 1;
+    if (lua_getmetatable(L, 1))
+        return luaL_error(L, "json.array: the table already has a metatable");
+    lg_json_push_array_mt(L);
+    lua_setmetatable(L, 1);
+    return 1;
+}
+
+static int l_is_array(lua_State *L)
+{
+    int r = 0;
+    if (lua_type(L, 1) == LUA_TTABLE) {
+        lua_settop(L, 1);
+        r = is_marked(L, 1) || plain_array_len(L, 1) > 0;
+    }
+    lua_pushboolean(L, r);
+    return 1;
+}
+
+int luaopen_luagent_json(lua_State *L)
+{
+    lua_createtable(L, 0, 8);
+
+    lg_buf_t *b = lua_newuserdata(L, sizeof *b);
+    memset(b, 0, sizeof *b);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, l_buf_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_pushcclosure(L, l_encode, 1);
+    lua_setfield(L, -2, "encode");
+
+    lua_pushcfunction(L, l_decode);
+    lua_setfield(L, -2, "decode");
+    lg_json_push_null(L);
+    lua_setfield(L, -2, "null");
+    lg_json_push_array_mt(L);
+    lua_setfield(L, -2, "array_mt");
+    push_empty_array(L);
+    lua_setfield(L, -2, "empty_array");
+    lua_pushcfunction(L, l_array);
+    lua_setfield(L, -2, "array");
+    lua_pushcfunction(L, l_is_array);
+    lua_setfield(L, -2, "is_array");
+    return 1;
+}

@@ -1,0 +1,144 @@
+#include "luagent/agents.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "luagent/log.h"
+#include "luagent/registry.h"
+
+typedef struct pending {
+    char *name, *relpath, *source;
+    size_t len;
+    char version[17];
+    uint64_t gen;
+    struct pending *next;
+} pending_t;
+
+typedef struct sync_ctx {
+    lua_State *L;
+    int agents;       /* stack index of the agents table */
+    double stamp;
+    pending_t *todo;
+} sync_ctx_t;
+
+/* Under the registry lock: note which agents are current, copy the sources of changed ones. */
+static void collect(void *ud, const lg_agent_entry_t *e)
+{
+    sync_ctx_t *s = ud;
+    if (e->source == NULL)
+        return;
+    lua_State *L = s->L;
+    lua_getfield(L, s->agents, e->name);
+    if (lua_istable(L, -1)) {
+        lua_rawgeti(L, -1, LG_AGENT_GEN);
+        uint64_t gen = (uint64_t)lua_tonumber(L, -1);
+        lua_pop(L, 1);
+        if (gen == e->gen) {
+            lua_pushnumber(L, s->stamp);
+            lua_rawseti(L, -2, LG_AGENT_STAMP);
+            lua_pop(L, 1);
+            return;
+        }
+    }
+    lua_pop(L, 1);
+    pending_t *p = calloc(1, sizeof(*p));
+    p->name = strdup(e->name);
+    p->relpath = strdup(e->relpath);
+    p->source = malloc(e->source_len + 1);
+    memcpy(p->source, e->source, e->source_len + 1);
+    p->len = e->source_len;
+    memcpy(p->version, e->version, sizeof(p->version));
+    p->gen = e->gen;
+    p->next = s->todo;
+    s->todo = p;
+}
+
+static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
+{
+    lua_State *L = s->L;
+    char chunkname[512], err[1024];
+    snprintf(chunkname, sizeof(chunkname), "=%s", p->relpath);
+    if (lg_vm_load_agent(&rt->vm, chunkname, p->source, p->len, (size_t)rt->cfg->memory_limit_mb << 20, err,
+                         sizeof(err)) != 0) {
+        /* it loaded in the validator: this is rare (non-deterministic top level); keep the old one */
+        lg_log(LG_LOG_ERROR, "agent %s version %s failed to load in a worker: %s", p->name, p->version, err);
+        lua_getfield(L, s->agents, p->name);
+        if (lua_istable(L, -1)) {
+            lua_pushnumber(L, s->stamp);
+            lua_rawseti(L, -2, LG_AGENT_STAMP);
+        }
+        lua_pop(L, 1);
+        return;
+    }
+    int mod = lua_gettop(L);
+    lua_createtable(L, 6, 0);
+    lua_getfield(L, mod, "execute");
+    lua_rawseti(L, -2, LG_AGENT_EXECUTE);
+    lua_pushstring(L, p->version);
+    lua_rawseti(L, -2, LG_AGENT_VERSION);
+    lua_getfield(L, mod, "config");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+    }
+    lua_rawseti(L, -2, LG_AGENT_CONFIG);
+    lua_getfield(L, mod, "timeout_ms");
+    lua_pushinteger(L, lua_isnumber(L, -1) ? (lua_Integer)lua_tonumber(L, -1) : 0);
+    lua_replace(L, -2);
+    lua_rawseti(L, -2, LG_AGENT_TIMEOUT);
+    lua_pushnumber(L, (lua_Number)p->gen);
+    lua_rawseti(L, -2, LG_AGENT_GEN);
+    lua_pushnumber(L, s->stamp);
+    lua_rawseti(L, -2, LG_AGENT_STAMP);
+    lua_setfield(L, s->agents, p->name);
+    lua_settop(L, mod - 1);
+}
+
+void lg_agents_sync(lg_rt_t *rt)
+{
+    uint64_t gen = lg_registry_gen();
+    if (gen == rt->agents_gen)
+        return;
+    lua_State *L = rt->vm.L;
+    int top = lua_gettop(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->agents_ref);
+    sync_ctx_t s = {.L = L, .agents = lua_gettop(L), .stamp = (double)gen};
+    lg_registry_each(collect, &s);
+    while (s.todo != NULL) {
+        pending_t *p = s.todo;
+        s.todo = p->next;
+        install(rt, &s, p);
+        free(p->name);
+        free(p->relpath);
+        free(p->source);
+        free(p);
+    }
+    /* drop agents the registry no longer has */
+    lua_pushnil(L);
+    while (lua_next(L, s.agents) != 0) {
+        lua_rawgeti(L, -1, LG_AGENT_STAMP);
+        int stale = lua_tonumber(L, -1) != s.stamp;
+        lua_pop(L, 2);
+        if (stale) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_rawset(L, s.agents); /* clearing an existing field during lua_next is allowed */
+        }
+    }
+    lua_settop(L, top);
+    rt->agents_gen = gen;
+}
+
+int lg_agents_push(lg_rt_t *rt, lua_State *L, const char *name, size_t len)
+{
+    lg_agents_sync(rt);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->agents_ref);
+    lua_pushlstring(L, name, len);
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+    if (lua_istable(L, -1))
+        return 1;
+    lua_pop(L, 1);
+    return 0;
+}

@@ -1,0 +1,405 @@
+#include "luagent/sched.h"
+
+#include <lauxlib.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "luagent/agents.h"
+#include "luagent/json.h"
+#include "luagent/log.h"
+
+#define POOL_MAX 4096
+#define CTX_MT_KEY "luagent.ctx_mt"
+
+#define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+/* ---- ready queue ---- */
+
+static void ready_push(lg_rt_t *rt, lg_exec_t *e)
+{
+    e->state = LG_EXEC_READY;
+    e->next = NULL;
+    e->prev = rt->ready_tail;
+    if (rt->ready_tail)
+        rt->ready_tail->next = e;
+    else
+        rt->ready_head = e;
+    rt->ready_tail = e;
+}
+
+static void ready_unlink(lg_rt_t *rt, lg_exec_t *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        rt->ready_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        rt->ready_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+/* ---- ctx ---- */
+
+static int ctx_emit(lua_State *L)
+{
+    lg_exec_t *e = lg_sched_current(L);
+    if (e == NULL)
+        return luaL_error(L, "ctx.emit can only be called inside execute()");
+    lg_buf_t b = {0};
+    lg_json_error_t err;
+    lua_settop(L, 1);
+    if (lg_json_encode(L, 1, &b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {
+        lg_buf_free(&b);
+        return luaL_error(L, "ctx.emit: %s", err.msg);
+    }
+    if (e->ops->on_emit != NULL)
+        e->ops->on_emit(e, b.data, b.len);
+    lg_buf_free(&b);
+    return 0;
+}
+
+static int readonly_newindex(lua_State *L) { return luaL_error(L, "this table is read-only"); }
+
+/* ctx's metatable: __index = {emit, log} where log is a read-only view of luagent.log */
+static void make_ctx_mt(lua_State *L)
+{
+    lua_newtable(L); /* mt */
+    lua_newtable(L); /* methods */
+    lua_pushcfunction(L, ctx_emit);
+    lua_setfield(L, -2, "emit");
+    lua_newtable(L); /* log proxy */
+    lua_newtable(L);
+    extern void lg_bind_open_log(lua_State *);
+    lg_bind_open_log(L);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, readonly_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "log");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, -2, "log");
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "ctx");
+    lua_setfield(L, -2, "__metatable");
+    lua_setfield(L, LUA_REGISTRYINDEX, CTX_MT_KEY);
+}
+
+#define SETSTR(L, k, v)          \
+    do {                         \
+        lua_pushstring(L, v);    \
+        lua_setfield(L, -2, k);  \
+    } while (0)
+
+/* stack: [record task context] -> [execute task ctx] */
+static void push_ctx(lg_exec_t *e, uint64_t deadline_epoch_ms)
+{
+    lua_State *co = e->co;
+    lua_createtable(co, 0, 12);
+    SETSTR(co, "execution_id", e->id);
+    SETSTR(co, "request_id", e->request_id);
+    SETSTR(co, "agent", e->agent);
+    SETSTR(co, "version", e->version);
+    lua_createtable(co, 0, 2);
+    SETSTR(co, "id", "anonymous");
+    SETSTR(co, "role", "admin");
+    lua_setfield(co, -2, "user");
+    lua_rawgeti(co, 1, LG_AGENT_CONFIG);
+    lua_setfield(co, -2, "config");
+    lua_pushnumber(co, (lua_Number)deadline_epoch_ms);
+    lua_setfield(co, -2, "deadline_ms");
+    lua_pushboolean(co, e->stream);
+    lua_setfield(co, -2, "stream");
+    if (lua_isnil(co, 3)) {
+        lua_newtable(co);
+        lua_replace(co, 3);
+    }
+    lua_pushvalue(co, 3);
+    lua_setfield(co, -2, "context");
+    lua_getfield(co, LUA_REGISTRYINDEX, CTX_MT_KEY);
+    lua_setmetatable(co, -2);
+    lua_replace(co, 3);
+    lua_rawgeti(co, 1, LG_AGENT_EXECUTE);
+    lua_replace(co, 1);
+}
+
+/* ---- runtime ---- */
+
+int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop)
+{
+    memset(rt, 0, sizeof(*rt));
+    rt->cfg = cfg;
+    rt->loop = loop;
+    if (lg_vm_open(&rt->vm, rt) != 0)
+        return -1;
+    lua_State *L = rt->vm.L;
+    lua_newtable(L);
+    rt->agents_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt->agents_gen = (uint64_t)-1;
+    make_ctx_mt(L);
+    return 0;
+}
+
+void lg_rt_dispose(lg_rt_t *rt)
+{
+    while (rt->ready_head != NULL)
+        lg_exec_cancel(rt->ready_head);
+    while (rt->timers.n > 0) {
+        lg_timer_t *t = rt->timers.v[0];
+        lg_timers_del(&rt->timers, t);
+        t->cb(t); /* deadline timers end their executions */
+    }
+    lg_timers_free(&rt->timers);
+    lg_vm_close(&rt->vm);
+    free(rt->pool);
+    rt->pool = NULL;
+}
+
+static void resume(lg_exec_t *e);
+
+void lg_rt_run_ready(lg_rt_t *rt)
+{
+    lg_exec_t *e;
+    while ((e = rt->ready_head) != NULL) {
+        ready_unlink(rt, e);
+        resume(e);
+    }
+}
+
+void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms)
+{
+    int32_t wait = max_wait_ms;
+    if (rt->ready_head != NULL) {
+        wait = 0;
+    } else {
+        int64_t t = lg_timers_wait_ms(&rt->timers, lg_now_mono_ms());
+        if (t >= 0 && t < wait)
+            wait = (int32_t)t;
+    }
+    h2o_evloop_run(rt->loop, wait);
+    if (rt->timers.n > 0)
+        lg_timers_run(&rt->timers, lg_now_mono_ms());
+    lg_rt_run_ready(rt);
+    lg_log_flush();
+}
+
+/* ---- executions ---- */
+
+static void on_deadline(lg_timer_t *t);
+
+lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
+{
+    lg_exec_t *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    lua_State *L = rt->vm.L;
+    e->rt = rt;
+    e->ops = ops;
+    e->owner = owner;
+    lg_timer_init(&e->deadline_timer, on_deadline);
+    lg_timer_init(&e->op_timer, NULL);
+    if (rt->npool > 0) {
+        e->co_ref = rt->pool[--rt->npool];
+        lua_rawgeti(L, LUA_REGISTRYINDEX, e->co_ref);
+        e->co = lua_tothread(L, -1);
+        lua_pop(L, 1);
+    } else {
+        e->co = lua_newthread(L);
+        e->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    return e;
+}
+
+static void release(lg_exec_t *e, int reusable)
+{
+    lg_rt_t *rt = e->rt;
+    if (reusable && lua_status(e->co) == 0 && rt->npool < POOL_MAX) {
+        lua_settop(e->co, 0);
+        if (rt->npool == rt->cappool) {
+            rt->cappool = rt->cappool ? rt->cappool * 2 : 64;
+            rt->pool = realloc(rt->pool, rt->cappool * sizeof(int));
+        }
+        rt->pool[rt->npool++] = e->co_ref;
+    } else {
+        luaL_unref(rt->vm.L, LUA_REGISTRYINDEX, e->co_ref);
+    }
+    free(e);
+}
+
+void lg_exec_discard(lg_exec_t *e) { release(e, 1); }
+
+lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms)
+{
+    lg_rt_t *rt = e->rt;
+    lua_State *co = e->co;
+    if (!lg_agents_push(rt, co, name, namelen))
+        return LG_LAUNCH_NO_AGENT;
+    lua_insert(co, 1); /* [record task context] */
+    lua_settop(co, 3);
+    size_t n = namelen < sizeof(e->agent) - 1 ? namelen : sizeof(e->agent) - 1;
+    memcpy(e->agent, name, n);
+    e->agent[n] = '\0';
+    lua_rawgeti(co, 1, LG_AGENT_VERSION);
+    strncpy(e->version, lua_tostring(co, -1), LG_VERSION_LEN);
+    lua_rawgeti(co, 1, LG_AGENT_TIMEOUT);
+    int agent_timeout = (int)lua_tointeger(co, -1);
+    lua_pop(co, 2);
+    if (timeout_ms <= 0)
+        timeout_ms = agent_timeout > 0 ? agent_timeout : rt->cfg->exec_timeout_ms;
+    e->timeout_ms = timeout_ms;
+    lg_uuid7(e->id);
+    e->start_ns = lg_now_mono_ns();
+    uint64_t now_ms = e->start_ns / 1000000u;
+    e->budget.deadline_ms = now_ms + (uint64_t)timeout_ms;
+    e->budget.mem_limit = (size_t)rt->cfg->memory_limit_mb << 20;
+    push_ctx(e, lg_now_epoch_ms() + (uint64_t)timeout_ms);
+    e->nres = 2;
+    lg_timers_add(&rt->timers, &e->deadline_timer, e->budget.deadline_ms);
+    rt->inflight++;
+    ready_push(rt, e);
+    return LG_LAUNCH_OK;
+}
+
+static void finish(lg_exec_t *e, lg_exec_end_t end)
+{
+    lg_rt_t *rt = e->rt;
+    if (e->state == LG_EXEC_DONE)
+        return;
+    if (e->state == LG_EXEC_READY)
+        ready_unlink(rt, e);
+    lg_timers_del(&rt->timers, &e->deadline_timer);
+    if (e->cleanup != NULL) {
+        lg_cleanup_fn fn = e->cleanup;
+        e->cleanup = NULL;
+        fn(e, e->cleanup_data);
+    }
+    e->state = LG_EXEC_DONE;
+    e->end = end;
+    e->duration_ms = (double)(lg_now_mono_ns() - e->start_ns) / 1e6;
+    rt->inflight--;
+    e->ops->on_done(e);
+    release(e, end == LG_END_OK);
+}
+
+static void on_deadline(lg_timer_t *t)
+{
+    lg_exec_t *e = container_of(t, lg_exec_t, deadline_timer);
+    e->budget.timed_out = 1;
+    finish(e, LG_END_TIMEOUT);
+}
+
+void lg_exec_cancel(lg_exec_t *e)
+{
+    if (e->state == LG_EXEC_RUNNING)
+        e->cancel_requested = 1;
+    else
+        finish(e, LG_END_CANCELLED);
+}
+
+static void log_agent_error(lg_exec_t *e)
+{
+    if (!lg_log_enabled(LG_LOG_WARN))
+        return;
+    lua_State *L = e->rt->vm.L;
+    const char *msg = lua_isstring(e->co, -1) ? lua_tostring(e->co, -1) : "(error object is a table)";
+    luaL_traceback(L, e->co, msg, 0);
+    lg_buf_t b = {0};
+    lg_log_begin(&b, LG_LOG_WARN, LG_STRLIT("agent raised an error"));
+    lg_log_kv_cstr(&b, "execution_id", e->id);
+    lg_log_kv_cstr(&b, "request_id", e->request_id);
+    lg_log_kv_cstr(&b, "agent", e->agent);
+    lg_log_kv_cstr(&b, "version", e->version);
+    lg_log_kv_cstr(&b, "traceback", lua_tostring(L, -1));
+    lg_log_end(&b);
+    lg_buf_free(&b);
+    lua_pop(L, 1);
+}
+
+static void resume(lg_exec_t *e)
+{
+    lg_vm_t *vm = &e->rt->vm;
+    int nres = e->nres;
+    e->nres = 0;
+    e->yielding = 0;
+    e->state = LG_EXEC_RUNNING;
+    vm->current = &e->budget;
+    int rc = lua_resume(e->co, nres);
+    vm->current = NULL;
+    if (e->cancel_requested) {
+        finish(e, LG_END_CANCELLED);
+        return;
+    }
+    if (rc == LUA_YIELD) {
+        if (!e->yielding) {
+            lua_pushliteral(e->co, "coroutine.yield called outside a coroutine created by the agent");
+            finish(e, LG_END_ERROR);
+        } else if (e->state == LG_EXEC_RUNNING) {
+            e->state = LG_EXEC_WAITING;
+        }
+        return;
+    }
+    if (rc == 0) {
+        finish(e, e->budget.mem_exceeded ? LG_END_MEMORY : LG_END_OK);
+    } else if (e->budget.timed_out) {
+        finish(e, LG_END_TIMEOUT);
+    } else if (e->budget.mem_exceeded || rc == LUA_ERRMEM) {
+        finish(e, LG_END_MEMORY);
+    } else {
+        log_agent_error(e);
+        finish(e, LG_END_ERROR);
+    }
+}
+
+lg_exec_t *lg_sched_current(lua_State *L)
+{
+    lg_budget_t *b = lg_vm_of(L)->current;
+    lg_vm_t *vm = lg_vm_of(L);
+    if (b == NULL || vm->rt == NULL)
+        return NULL;
+    return container_of(b, lg_exec_t, budget);
+}
+
+lg_exec_t *lg_sched_check(lua_State *L, const char *what)
+{
+    lg_exec_t *e = lg_sched_current(L);
+    if (e == NULL)
+        luaL_error(L, "%s can only be called inside execute()", what);
+    else if (e->co != L)
+        luaL_error(L, "%s cannot be called inside a coroutine created by the agent", what);
+    return e;
+}
+
+int lg_sched_yield(lua_State *L, lg_cleanup_fn cleanup, void *data)
+{
+    lg_exec_t *e = lg_sched_current(L);
+    e->cleanup = cleanup;
+    e->cleanup_data = data;
+    e->yielding = 1;
+    return lua_yield(L, 0);
+}
+
+void lg_sched_wake(lg_exec_t *e, int nres)
+{
+    if (e->state != LG_EXEC_WAITING && e->state != LG_EXEC_RUNNING)
+        return;
+    e->cleanup = NULL;
+    e->cleanup_data = NULL;
+    e->nres = nres;
+    ready_push(e->rt, e);
+}
+
+void lg_rt_cancel_all(lg_rt_t *rt)
+{
+    /* every live execution has its deadline timer armed: that is the list of them */
+    for (size_t i = 0; i < rt->timers.n;) {
+        lg_timer_t *t = rt->timers.v[i];
+        if (t->cb == on_deadline) {
+            lg_exec_cancel(container_of(t, lg_exec_t, deadline_timer));
+            i = 0; /* the heap changed */
+        } else {
+            i++;
+        }
+    }
+}

@@ -1,0 +1,310 @@
+#include "luagent/vm.h"
+
+#include <lauxlib.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "luagent/bind.h"
+#include "luagent/ids.h"
+#include "luagent/json.h"
+
+#define TEMPLATE_KEY "luagent.sandbox_template"
+#define SHARED_KEY "luagent.sandbox_shared" /* tables agents share instead of copying (json.array_mt) */
+
+/* ---- allocator: charges the current budget ---- */
+
+static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lg_vm_t *vm = ud;
+    lg_budget_t *b = vm->current;
+    if (nsize == 0) {
+        free(ptr);
+        vm->bytes -= osize;
+        if (b != NULL)
+            b->mem_used -= (ssize_t)osize;
+        return NULL;
+    }
+    if (b != NULL && b->mem_limit != 0 && nsize > osize && b->mem_used + (ssize_t)(nsize - osize) > (ssize_t)b->mem_limit) {
+        b->mem_exceeded = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p == NULL)
+        return nsize <= osize ? ptr : NULL;
+    vm->bytes += nsize - osize;
+    if (b != NULL)
+        b->mem_used += (ssize_t)nsize - (ssize_t)osize;
+    return p;
+}
+
+lg_vm_t *lg_vm_of(lua_State *L)
+{
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ud;
+}
+
+/* ---- runaway control ---- */
+
+static void vm_hook(lua_State *L, lua_Debug *ar)
+{
+    lg_budget_t *b = lg_vm_of(L)->current;
+    if (b == NULL)
+        return;
+    if (b->mem_exceeded)
+        luaL_error(L, "memory limit exceeded");
+    if (b->deadline_ms != 0 && lg_now_mono_ms() >= b->deadline_ms) {
+        b->timed_out = 1;
+        luaL_error(L, "execution deadline exceeded");
+    }
+}
+
+/* ---- sandbox ---- */
+
+/* load(chunk [, chunkname [, mode [, env]]]) / loadstring: text chunks only, JIT off, agent env. */
+static int sandbox_load(lua_State *L)
+{
+    size_t len;
+    const char *s = lua_tolstring(L, 1, &len);
+    if (s == NULL || lua_type(L, 1) != LUA_TSTRING)
+        return luaL_argerror(L, 1, "a string is required (function readers are not supported)");
+    const char *name = luaL_optstring(L, 2, "=(load)");
+    const char *mode = luaL_optstring(L, 3, "t");
+    if (strchr(mode, 't') == NULL || (len > 0 && s[0] == LUA_SIGNATURE[0])) {
+        lua_pushnil(L);
+        lua_pushstring(L, "attempt to load a binary chunk (only text chunks are allowed)");
+        return 2;
+    }
+    if (luaL_loadbuffer(L, s, len, name) != 0) {
+        lua_pushnil(L);
+        lua_insert(L, -2);
+        return 2;
+    }
+    luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
+    if (lua_istable(L, 4))
+        lua_pushvalue(L, 4);
+    else
+        lua_pushvalue(L, lua_upvalueindex(1));
+    lua_setfenv(L, -2);
+    return 1;
+}
+
+static int sandbox_newindex(lua_State *L)
+{
+    return luaL_error(L, "attempt to set global '%s': agents cannot create globals inside execute (use local)",
+                      lua_isstring(L, 2) ? lua_tostring(L, 2) : "?");
+}
+
+static int is_shared(lua_State *L, int idx)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, SHARED_KEY);
+    lua_pushvalue(L, idx < 0 ? idx - 1 : idx);
+    lua_rawget(L, -2);
+    int shared = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    return shared;
+}
+
+static void share(lua_State *L, const char *lib, const char *field)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, SHARED_KEY);
+    lua_getfield(L, -2, lib);
+    lua_getfield(L, -1, field);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -4);
+    lua_pop(L, 2);
+}
+
+/* Push a copy of the table at idx; nested plain tables (no metatable) are copied too. */
+static void copy_table(lua_State *L, int idx, int depth)
+{
+    idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
+    lua_newtable(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (depth > 0 && lua_type(L, -1) == LUA_TTABLE && !is_shared(L, -1)) {
+            int has_mt = lua_getmetatable(L, -1);
+            if (has_mt) {
+                lua_pop(L, 1); /* tables with a metatable are shared as they are */
+            } else {
+                int v = lua_gettop(L);
+                copy_table(L, v, depth - 1);
+                lua_replace(L, v);
+            }
+        }
+        lua_pushvalue(L, -2);
+        lua_insert(L, -2);
+        lua_rawset(L, -4);
+    }
+}
+
+void lg_vm_sandbox_env(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, TEMPLATE_KEY);
+    copy_table(L, -1, 3);
+    lua_remove(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, sandbox_load, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, "load");
+    lua_setfield(L, -2, "loadstring");
+}
+
+static void copy_fields(lua_State *L, const char *lib, const char *const *names)
+{
+    lua_getglobal(L, lib);
+    lua_newtable(L);
+    for (; *names; names++) {
+        lua_getfield(L, -2, *names);
+        lua_setfield(L, -2, *names);
+    }
+    lua_setfield(L, -3, lib);
+    lua_pop(L, 1);
+}
+
+static void build_template(lua_State *L)
+{
+    static const char *const base[] = {"assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "select",
+                                       "tonumber", "tostring", "type", "unpack", "rawequal", "rawget", "rawset",
+                                       "setmetatable", "getmetatable", "_VERSION", NULL};
+    static const char *const os_safe[] = {"time", "clock", "date", "difftime", NULL};
+    static const char *const string_safe[] = {"byte", "char", "find", "format", "gmatch", "gsub", "len", "lower",
+                                              "match", "rep", "reverse", "sub", "upper", NULL};
+    static const char *const libs[] = {"table", "math", "bit", "coroutine", NULL};
+    lua_newtable(L);
+    for (const char *const *n = base; *n; n++) {
+        lua_getglobal(L, *n);
+        lua_setfield(L, -2, *n);
+    }
+    for (const char *const *n = libs; *n; n++) {
+        lua_getglobal(L, *n);
+        lua_setfield(L, -2, *n);
+    }
+    copy_fields(L, "os", os_safe);
+    copy_fields(L, "string", string_safe);
+    lua_pushcfunction(L, lg_bind_print);
+    lua_setfield(L, -2, "print");
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, SHARED_KEY);
+    lg_bind_open(L);
+    share(L, "json", "array_mt");
+    share(L, "json", "empty_array");
+    lua_setfield(L, -2, "luagent");
+    lua_setfield(L, LUA_REGISTRYINDEX, TEMPLATE_KEY);
+}
+
+int lg_vm_open(lg_vm_t *vm, void *rt)
+{
+    memset(vm, 0, sizeof(*vm));
+    vm->rt = rt;
+    lua_State *L = lua_newstate(vm_alloc, vm);
+    if (L == NULL)
+        return -1;
+    vm->L = L;
+    luaL_openlibs(L);
+    /* strings share one metatable: hide it so no agent can reach or change the real string table */
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushliteral(L, "string");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
+    build_template(L);
+    lua_sethook(L, vm_hook, LUA_MASKCOUNT, LG_VM_HOOK_COUNT);
+    return 0;
+}
+
+void lg_vm_close(lg_vm_t *vm)
+{
+    if (vm->L != NULL)
+        lua_close(vm->L);
+    vm->L = NULL;
+}
+
+/* ---- agents ---- */
+
+static const char *check_field(lua_State *L, const char *field, int type, int optional)
+{
+    lua_getfield(L, -1, field);
+    int t = lua_type(L, -1);
+    lua_pop(L, 1);
+    if (t == type || (optional && t == LUA_TNIL))
+        return NULL;
+    return lua_typename(L, type);
+}
+
+int lg_vm_load_agent(lg_vm_t *vm, const char *chunkname, const char *src, size_t len, size_t mem_limit, char *err,
+                     size_t errlen)
+{
+    lua_State *L = vm->L;
+    int top = lua_gettop(L);
+    if (len > 0 && src[0] == LUA_SIGNATURE[0]) {
+        snprintf(err, errlen, "%s: binary chunks are not allowed", chunkname + 1);
+        return -1;
+    }
+    if (luaL_loadbuffer(L, src, len, chunkname) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_settop(L, top);
+        return -1;
+    }
+    luaJIT_setmode(L, -1, LUAJIT_MODE_ALLFUNC | LUAJIT_MODE_OFF);
+    lg_vm_sandbox_env(L);
+    lua_pushvalue(L, -1);
+    lua_setfenv(L, -3); /* stack: chunk env */
+    lua_insert(L, -2);  /* env chunk */
+
+    lg_budget_t budget = {.mem_limit = mem_limit, .deadline_ms = lg_now_mono_ms() + LG_VM_LOAD_TIMEOUT_MS};
+    lg_budget_t *saved = vm->current;
+    vm->current = &budget;
+    int rc = lua_pcall(L, 0, 1, 0);
+    vm->current = saved;
+    if (rc != 0) {
+        const char *msg = lua_tostring(L, -1);
+        if (budget.timed_out)
+            snprintf(err, errlen, "%s: top-level code ran longer than %d ms", chunkname + 1, LG_VM_LOAD_TIMEOUT_MS);
+        else if (budget.mem_exceeded)
+            snprintf(err, errlen, "%s: top-level code exceeded the memory limit", chunkname + 1);
+        else
+            snprintf(err, errlen, "%s", msg ? msg : "error object is not a string");
+        lua_settop(L, top);
+        return -1;
+    }
+    const char *bad = NULL, *field = NULL;
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errlen, "%s: the file must return a table with an execute function (got %s)", chunkname + 1,
+                 luaL_typename(L, -1));
+        lua_settop(L, top);
+        return -1;
+    }
+    static const struct { const char *name; int type, optional; } fields[] = {
+        {"execute", LUA_TFUNCTION, 0}, {"description", LUA_TSTRING, 1}, {"input", LUA_TTABLE, 1},
+        {"timeout_ms", LUA_TNUMBER, 1}, {"config", LUA_TTABLE, 1},      {"cache_ttl", LUA_TNUMBER, 1},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && bad == NULL; i++)
+        if ((bad = check_field(L, fields[i].name, fields[i].type, fields[i].optional)) != NULL)
+            field = fields[i].name;
+    if (bad == NULL) {
+        lua_getfield(L, -1, "timeout_ms");
+        if (lua_isnumber(L, -1) && !(lua_tonumber(L, -1) >= 1 && lua_tonumber(L, -1) <= 86400000))
+            bad = "number from 1 to 86400000", field = "timeout_ms";
+        lua_pop(L, 1);
+    }
+    if (bad != NULL) {
+        snprintf(err, errlen, "%s: field '%s' must be a %s", chunkname + 1, field, bad);
+        lua_settop(L, top);
+        return -1;
+    }
+    /* lock the environment: from now on a new global is a bug (shared by concurrent executions) */
+    lua_newtable(L);
+    lua_pushcfunction(L, sandbox_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushliteral(L, "sandbox");
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -3);
+    lua_remove(L, -2); /* env */
+    return 0;
+}

@@ -1,0 +1,192 @@
+/* luagent: the command line (serve, run, check, config, version). */
+#include <lauxlib.h>
+#include <luajit.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "luagent/agents.h"
+#include "luagent/config.h"
+#include "luagent/json.h"
+#include "luagent/log.h"
+#include "luagent/registry.h"
+#include "luagent/sched.h"
+#include "luagent/server.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: luagent [command]\n\n"
+                 "  serve                                  serve the REST API (the default)\n"
+                 "  run AGENT --task JSON [--context JSON] execute an agent once and print its result\n"
+                 "  check [DIR]                            load and validate every agent (exit 1 on errors)\n"
+                 "  config                                 print the effective settings (secrets redacted)\n"
+                 "  version                                print the version\n\n"
+                 "Settings come from the environment and ./.env (see .env.example).\n");
+}
+
+/* ---- run ---- */
+
+typedef struct run_state {
+    int done, rc;
+} run_state_t;
+
+static void run_done(lg_exec_t *e)
+{
+    run_state_t *s = e->owner;
+    lg_buf_t b = {0};
+    lg_json_error_t jerr;
+    s->done = 1;
+    s->rc = 1;
+    switch (e->end) {
+    case LG_END_OK:
+        if (lua_gettop(e->co) == 0)
+            lua_pushnil(e->co);
+        if (lg_json_encode(e->co, 1, &b, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) == LG_JSON_OK) {
+            printf("%s\n", b.data);
+            s->rc = 0;
+        } else {
+            fprintf(stderr, "luagent: the agent's result is not JSON: %s\n", jerr.msg);
+        }
+        break;
+    case LG_END_ERROR:
+        if (lg_json_encode(e->co, -1, &b, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) == LG_JSON_OK)
+            fprintf(stderr, "luagent: %s failed: %s\n", e->agent, b.data);
+        else
+            fprintf(stderr, "luagent: %s failed\n", e->agent);
+        break;
+    case LG_END_TIMEOUT:
+        fprintf(stderr, "luagent: %s exceeded its deadline of %d ms\n", e->agent, e->timeout_ms);
+        break;
+    case LG_END_MEMORY:
+        fprintf(stderr, "luagent: %s exceeded the memory limit\n", e->agent);
+        break;
+    case LG_END_CANCELLED:
+        fprintf(stderr, "luagent: %s was cancelled\n", e->agent);
+        break;
+    }
+    lg_buf_free(&b);
+}
+
+static int decode_arg(lua_State *L, const char *what, const char *text)
+{
+    lg_json_error_t err;
+    if (lg_json_decode(L, text, strlen(text), 64, &err) != LG_JSON_OK) {
+        fprintf(stderr, "luagent: %s is not valid JSON: %s\n", what, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int cmd_run(const lg_config_t *cfg, int argc, char **argv)
+{
+    const char *agent = NULL, *task = NULL, *context = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--task") == 0 && i + 1 < argc)
+            task = argv[++i];
+        else if (strcmp(argv[i], "--context") == 0 && i + 1 < argc)
+            context = argv[++i];
+        else if (agent == NULL && argv[i][0] != '-')
+            agent = argv[i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (agent == NULL || task == NULL) {
+        usage(stderr);
+        return 2;
+    }
+    if (lg_registry_init(cfg->agents_dir, (size_t)cfg->memory_limit_mb << 20) != 0)
+        return 1;
+    lg_registry_scan();
+    h2o_evloop_t *loop = h2o_evloop_create();
+    lg_rt_t rt;
+    if (lg_rt_init(&rt, cfg, loop) != 0)
+        return 1;
+    static const lg_exec_ops_t ops = {.on_done = run_done};
+    run_state_t state = {0};
+    lg_exec_t *e = lg_exec_new(&rt, &ops, &state);
+    int rc = 1;
+    if (decode_arg(e->co, "--task", task) != 0 || (context ? decode_arg(e->co, "--context", context) : (lua_pushnil(e->co), 0)) != 0) {
+        lua_settop(e->co, 0);
+        lg_exec_discard(e);
+    } else if (lua_isnil(e->co, 1) || lg_json_is_null(e->co, 1)) {
+        fprintf(stderr, "luagent: --task must not be null\n");
+        lua_settop(e->co, 0);
+        lg_exec_discard(e);
+    } else {
+        lg_uuid4(e->request_id);
+        if (lg_exec_launch(e, agent, strlen(agent), 0) != LG_LAUNCH_OK) {
+            fprintf(stderr, "luagent: no agent named '%s' in %s\n", agent, cfg->agents_dir);
+            lua_settop(e->co, 0);
+            lg_exec_discard(e);
+        } else {
+            while (!state.done)
+                lg_rt_run_once(&rt, 1000);
+            rc = state.rc;
+        }
+    }
+    lg_rt_dispose(&rt);
+    h2o_evloop_destroy(loop);
+    lg_registry_dispose();
+    return rc;
+}
+
+/* ---- check ---- */
+
+static void print_entry(void *ud, const lg_agent_entry_t *e)
+{
+    if (e->error != NULL)
+        printf("error  %-24s %s\n", e->name, e->error);
+    else
+        printf("ok     %-24s %s\n", e->name, e->version);
+}
+
+static int cmd_check(const lg_config_t *cfg, const char *dir)
+{
+    lg_log_setup(LG_LOG_ERROR, cfg->log_format, NULL); /* the report below says it all */
+    if (lg_registry_init(dir, (size_t)cfg->memory_limit_mb << 20) != 0)
+        return 1;
+    lg_registry_scan();
+    lg_registry_each(print_entry, NULL);
+    size_t errors = lg_registry_error_count(), n = lg_registry_count();
+    printf("%zu agents, %zu with errors\n", n, errors);
+    lg_registry_dispose();
+    return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : "serve";
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("luagent %s (%s, libh2o-evloop 2.2)\n", LUAGENT_VERSION, LUAJIT_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    lg_config_t cfg;
+    char err[512];
+    if (lg_config_load(&cfg, NULL, err, sizeof(err)) != 0) {
+        fprintf(stderr, "luagent: configuration error: %s\n", err);
+        return 2;
+    }
+    lg_log_setup(cfg.log_level, cfg.log_format, cfg.log_file);
+    int rc;
+    if (strcmp(cmd, "serve") == 0)
+        rc = lg_server_run(&cfg);
+    else if (strcmp(cmd, "run") == 0)
+        rc = cmd_run(&cfg, argc - 2, argv + 2);
+    else if (strcmp(cmd, "check") == 0)
+        rc = cmd_check(&cfg, argc > 2 ? argv[2] : cfg.agents_dir);
+    else if (strcmp(cmd, "config") == 0)
+        lg_config_print(&cfg, stdout), rc = 0;
+    else {
+        fprintf(stderr, "luagent: unknown command '%s'\n\n", cmd);
+        usage(stderr);
+        rc = 2;
+    }
+    lg_config_free(&cfg);
+    return rc;
+}

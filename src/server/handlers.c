@@ -1,0 +1,431 @@
+/* Route handlers: health/info, agent listing, and executions (JSON or SSE). */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "luagent/ids.h"
+#include "luagent/json.h"
+#include "luagent/log.h"
+#include "luagent/registry.h"
+#include "luagent/router.h"
+#include "luagent/sched.h"
+#include "luagent/server.h"
+#include "luagent/worker.h"
+
+#define BODY_MAX_DEPTH 64
+
+/* One HTTP execution: lives in the request's pool; its dispose callback is how we learn that the
+ * request is gone (client disconnect, or after the reply). */
+typedef struct lg_link {
+    h2o_generator_t gen; /* SSE: first member, h2o hands it back to proceed/stop */
+    h2o_req_t *req;      /* NULL once the request is gone */
+    lg_exec_t *exec;     /* NULL once the execution ended */
+    int streaming, sending, final_queued, final_sent;
+    lg_buf_t pending, inflight;
+    uint64_t start_ns;
+    char request_id[72];
+} lg_link_t;
+
+/* ---- SSE ---- */
+
+static void sse_flush(lg_link_t *l)
+{
+    if (l->sending || l->req == NULL || l->final_sent || (l->pending.len == 0 && !l->final_queued))
+        return;
+    lg_buf_t t = l->inflight;
+    l->inflight = l->pending;
+    l->pending = t;
+    lg_buf_reset(&l->pending);
+    l->sending = 1;
+    h2o_iovec_t v = h2o_iovec_init(l->inflight.data, l->inflight.len);
+    if (l->final_queued)
+        l->final_sent = 1;
+    h2o_send(l->req, &v, 1, l->final_sent ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void sse_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+    lg_link_t *l = (lg_link_t *)gen;
+    l->sending = 0;
+    sse_flush(l);
+}
+
+static void link_abandon(lg_link_t *l)
+{
+    l->req = NULL;
+    if (l->exec != NULL)
+        lg_exec_cancel(l->exec); /* on_done sees req == NULL and only logs */
+}
+
+static void sse_stop(h2o_generator_t *gen, h2o_req_t *req) { link_abandon((lg_link_t *)gen); }
+
+static void sse_event(lg_link_t *l, const char *event, const char *data, size_t len)
+{
+    lg_buf_printf(&l->pending, "event: %s\ndata: ", event);
+    lg_buf_append(&l->pending, data, len); /* compact JSON: never contains a raw newline */
+    lg_buf_lit(&l->pending, "\n\n");
+}
+
+static void sse_start(lg_link_t *l)
+{
+    h2o_req_t *req = l->req;
+    req->res.status = 200;
+    req->res.reason = "OK";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL, H2O_STRLIT("no-cache"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
+                          H2O_STRLIT("nosniff"));
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, l->request_id,
+                          strlen(l->request_id));
+    l->gen.proceed = sse_proceed;
+    l->gen.stop = sse_stop;
+    l->streaming = 1;
+    h2o_start_response(req, &l->gen);
+    lg_buf_lit(&l->pending, ": stream open\n\n"); /* headers go out now; the client sees the stream begin */
+    sse_flush(l);
+}
+
+static void link_dispose(void *p)
+{
+    lg_link_t *l = p;
+    link_abandon(l);
+    lg_buf_free(&l->pending);
+    lg_buf_free(&l->inflight);
+}
+
+/* ---- execution results ---- */
+
+static void on_emit(lg_exec_t *e, const char *json, size_t len)
+{
+    lg_link_t *l = e->owner;
+    if (!l->streaming || l->req == NULL)
+        return;
+    sse_event(l, "emit", json, len);
+    sse_flush(l);
+}
+
+/* The agent's error value (top of co) -> status, code, message. */
+static int agent_error(lua_State *co, const char **code, const char **msg, size_t *mlen)
+{
+    int status = 500;
+    *code = "agent_error";
+    if (lua_istable(co, -1)) {
+        lua_getfield(co, -1, "status");
+        if (lua_isnumber(co, -1)) {
+            int s = (int)lua_tonumber(co, -1);
+            if (s >= 400 && s <= 599)
+                status = s;
+        }
+        lua_getfield(co, -2, "code");
+        if (lua_type(co, -1) == LUA_TSTRING)
+            *code = lua_tostring(co, -1);
+        lua_getfield(co, -3, "message");
+        *msg = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER ? lua_tolstring(co, -1, mlen) : NULL;
+        /* the three values stay on co's stack until the execution is released */
+    } else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) {
+        *msg = lua_tolstring(co, -1, mlen);
+    } else {
+        *msg = NULL;
+    }
+    if (*msg == NULL) {
+        *msg = "the agent raised an error without a message";
+        *mlen = strlen(*msg);
+    }
+    return status;
+}
+
+static void on_done(lg_exec_t *e)
+{
+    lg_link_t *l = e->owner;
+    h2o_req_t *req = l->req;
+    l->exec = NULL;
+    if (req == NULL) {
+        lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
+        return;
+    }
+    lg_buf_t *b = &lg_worker_of(req)->scratch;
+    lg_buf_reset(b);
+    int status = 200;
+    char msg[160];
+    const char *code = NULL, *m = NULL;
+    size_t mlen = 0;
+    switch (e->end) {
+    case LG_END_OK: {
+        lg_buf_lit(b, "{\"execution_id\":\"");
+        lg_buf_append(b, e->id, LG_UUID_LEN);
+        lg_buf_lit(b, "\",\"agent\":");
+        lg_buf_json_str(b, e->agent, strlen(e->agent));
+        lg_buf_lit(b, ",\"version\":\"");
+        lg_buf_append(b, e->version, strlen(e->version));
+        lg_buf_lit(b, "\",\"status\":\"succeeded\",\"result\":");
+        lg_json_error_t jerr;
+        if (lua_gettop(e->co) == 0) {
+            lg_buf_lit(b, "null");
+        } else if (lg_json_encode(e->co, 1, b, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) != LG_JSON_OK) {
+            status = 500, code = "agent_error";
+            snprintf(msg, sizeof(msg), "the agent's result is not JSON: %s", jerr.msg);
+            m = msg, mlen = strlen(msg);
+            break;
+        }
+        lg_buf_printf(b, ",\"duration_ms\":%.3f,\"usage\":{}}", e->duration_ms);
+        break;
+    }
+    case LG_END_ERROR:
+        status = agent_error(e->co, &code, &m, &mlen);
+        break;
+    case LG_END_TIMEOUT:
+        status = 504, code = "timeout";
+        snprintf(msg, sizeof(msg), "the execution exceeded its deadline of %d ms", e->timeout_ms);
+        m = msg, mlen = strlen(msg);
+        break;
+    case LG_END_MEMORY:
+        status = 500, code = "memory_limit";
+        snprintf(msg, sizeof(msg), "the execution exceeded the memory limit of %d MiB", e->rt->cfg->memory_limit_mb);
+        m = msg, mlen = strlen(msg);
+        break;
+    case LG_END_CANCELLED:
+        status = 503, code = "unavailable";
+        m = "the execution was cancelled: the server is shutting down", mlen = strlen(m);
+        break;
+    }
+    if (code != NULL) {
+        lg_buf_reset(b);
+        lg_error_json(b, code, m, mlen, l->request_id, e->id);
+    }
+    if (l->streaming) {
+        sse_event(l, code == NULL ? "result" : "error", b->data, b->len);
+        l->final_queued = 1;
+        sse_flush(l);
+    } else {
+        lg_reply_json(req, status, l->request_id, b->data, b->len);
+    }
+    lg_access_log(req, l->streaming ? 200 : status, l->request_id, l->start_ns, e->id, e->agent, e->version);
+}
+
+static const lg_exec_ops_t http_exec_ops = {.on_done = on_done, .on_emit = on_emit};
+
+/* ---- request parsing ---- */
+
+static int content_type_ok(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i < 0)
+        return 1;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    size_t n = 0;
+    while (n < v.len && v.base[n] != ';' && v.base[n] != ' ')
+        n++;
+    if (n == 16 && h2o_lcstris(v.base, n, H2O_STRLIT("application/json")))
+        return 1;
+    return n > 5 && h2o_lcstris(v.base + n - 5, 5, H2O_STRLIT("+json"));
+}
+
+static int wants_sse(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_ACCEPT, -1);
+    return i >= 0 && h2o_strstr(req->headers.entries[i].value.base, req->headers.entries[i].value.len,
+                                H2O_STRLIT("text/event-stream")) != SIZE_MAX;
+}
+
+static int is_object(lua_State *L, int idx)
+{
+    if (!lua_istable(L, idx))
+        return 0;
+    if (!lua_getmetatable(L, idx))
+        return 1;
+    lg_json_push_array_mt(L);
+    int arr = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return !arr;
+}
+
+/* Decode and check the envelope onto e->co, leaving [task, context]. NULL, or an error message
+ * with *status and *code set. For the seed route, *name receives the body's "agent". */
+static const char *parse_envelope(h2o_req_t *req, lua_State *co, int seed_route, char *name, size_t *namelen,
+                                  int *status, const char **code, char *msg, size_t msglen)
+{
+    *status = 400;
+    *code = "invalid_request";
+    lg_json_error_t jerr;
+    lg_json_status_t js = lg_json_decode(co, req->entity.base ? req->entity.base : "", req->entity.len,
+                                         BODY_MAX_DEPTH, &jerr);
+    if (js != LG_JSON_OK) {
+        if (js == LG_JSON_ESYNTAX)
+            *code = "invalid_json";
+        snprintf(msg, msglen, "%s%s", req->entity.len == 0 ? "the request has no body; " : "", jerr.msg);
+        return msg;
+    }
+    if (!is_object(co, 1))
+        return "the body must be a JSON object with a \"task\"";
+    if (seed_route) {
+        lua_getfield(co, 1, "agent");
+        size_t n;
+        const char *s = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &n) : NULL;
+        if (s == NULL)
+            return "\"agent\" (a string naming the agent) is required";
+        if (n > LG_AGENT_NAME_MAX) {
+            *status = 404, *code = "not_found";
+            return "no such agent";
+        }
+        memcpy(name, s, n);
+        name[n] = '\0';
+        *namelen = n;
+        lua_pop(co, 1);
+    }
+    lua_getfield(co, 1, "task");
+    if (lua_isnil(co, -1))
+        return "\"task\" is required";
+    if (lg_json_is_null(co, -1))
+        return "\"task\" must not be null";
+    lua_getfield(co, 1, "context");
+    if (lg_json_is_null(co, -1)) {
+        lua_pop(co, 1);
+        lua_pushnil(co);
+    } else if (!lua_isnil(co, -1) && !is_object(co, -1)) {
+        return "\"context\" must be an object";
+    }
+    lua_getfield(co, 1, "options");
+    if (!lua_isnil(co, -1) && !lg_json_is_null(co, -1) && !is_object(co, -1))
+        return "\"options\" must be an object";
+    lua_pop(co, 1);
+    lua_remove(co, 1);
+    return NULL;
+}
+
+static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns)
+{
+    lg_worker_t *w = lg_worker_of(req);
+    const lg_config_t *cfg = w->server->cfg;
+    if (atomic_load(&w->server->draining)) {
+        lg_reply_error(req, 503, "unavailable", "the server is shutting down", request_id);
+        return 503;
+    }
+    if (req->entity.len > cfg->max_body_bytes) {
+        char m[96];
+        snprintf(m, sizeof(m), "the body is larger than %zu bytes", cfg->max_body_bytes);
+        lg_reply_error(req, 413, "payload_too_large", m, request_id);
+        return 413;
+    }
+    if (!content_type_ok(req)) {
+        lg_reply_error(req, 415, "unsupported_media_type", "send the body as application/json", request_id);
+        return 415;
+    }
+    lg_exec_t *e = lg_exec_new(&w->rt, &http_exec_ops, NULL);
+    char name[LG_AGENT_NAME_MAX + 1], msg[256];
+    size_t namelen = 0;
+    int status;
+    const char *code;
+    const char *err = parse_envelope(req, e->co, route->id == LG_ROUTE_EXECUTE, name, &namelen, &status, &code, msg,
+                                     sizeof(msg));
+    if (err == NULL && route->id == LG_ROUTE_AGENT_EXECUTE) {
+        memcpy(name, route->name, route->name_len);
+        namelen = route->name_len;
+    }
+    if (err == NULL && !lg_agent_name_valid(name, namelen))
+        status = 404, code = "not_found", err = "no such agent";
+    if (err == NULL) {
+        e->stream = wants_sse(req);
+        memcpy(e->request_id, request_id, strlen(request_id) + 1);
+        if (lg_exec_launch(e, name, namelen, 0) != LG_LAUNCH_OK)
+            status = 404, code = "not_found", err = "no such agent";
+    }
+    if (err != NULL) {
+        lua_settop(e->co, 0);
+        lg_exec_discard(e);
+        if (strcmp(err, "no such agent") == 0) {
+            snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)namelen, name);
+            err = msg;
+        }
+        lg_reply_error(req, status, code, err, request_id);
+        return status;
+    }
+    lg_link_t *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), link_dispose);
+    memset(l, 0, sizeof(*l));
+    l->req = req;
+    l->exec = e;
+    l->start_ns = start_ns;
+    memcpy(l->request_id, request_id, strlen(request_id) + 1);
+    e->owner = l;
+    if (e->stream)
+        sse_start(l);
+    return 0; /* logged when it ends */
+}
+
+static void reply_buf(h2o_req_t *req, const char *request_id, lg_buf_t *b) { lg_reply_json(req, 200, request_id, b->data, b->len); }
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    uint64_t start_ns = lg_now_mono_ns();
+    lg_worker_t *w = lg_worker_of(req);
+    char request_id[72];
+    lg_request_id(req, request_id);
+    lg_route_t route;
+    lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    int status = 200;
+    lg_buf_t *b = &w->scratch;
+    lg_buf_reset(b);
+    if (route.id == LG_ROUTE_NOT_FOUND) {
+        status = 404;
+        lg_reply_error(req, 404, "not_found", route.name ? "no such agent" : "no such route", request_id);
+    } else if (!route.method_allowed) {
+        status = 405;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, route.allow, strlen(route.allow));
+        char m[96];
+        snprintf(m, sizeof(m), "this route accepts %s", route.allow);
+        lg_reply_error(req, 405, "method_not_allowed", m, request_id);
+    } else {
+        switch (route.id) {
+        case LG_ROUTE_HEALTH:
+            lg_buf_lit(b, "{\"status\":\"ok\"}");
+            reply_buf(req, request_id, b);
+            break;
+        case LG_ROUTE_READY:
+            if (atomic_load(&w->server->draining)) {
+                status = 503;
+                lg_reply_error(req, 503, "unavailable", "the server is shutting down", request_id);
+            } else {
+                lg_buf_lit(b, "{\"status\":\"ready\",\"checks\":{\"agents\":\"ok\"}}");
+                reply_buf(req, request_id, b);
+            }
+            break;
+        case LG_ROUTE_INFO:
+            lg_buf_printf(b,
+                          "{\"name\":\"luagent\",\"version\":\"%s\",\"build\":{\"date\":\"%s\",\"compiler\":\"%s\"},"
+                          "\"workers\":%d,\"agents\":%zu,\"pid\":%d,\"uptime_s\":%.3f}",
+                          LUAGENT_VERSION, __DATE__, __VERSION__, w->server->nworkers, lg_registry_count(), (int)getpid(),
+                          (double)(lg_now_epoch_ms() - w->server->started_ms) / 1000.0);
+            reply_buf(req, request_id, b);
+            break;
+        case LG_ROUTE_AGENTS:
+            lg_registry_json_all(b);
+            reply_buf(req, request_id, b);
+            break;
+        case LG_ROUTE_AGENT:
+            if (lg_registry_json_one(b, route.name, route.name_len) == 0) {
+                reply_buf(req, request_id, b);
+            } else {
+                status = 404;
+                lg_reply_error(req, 404, "not_found", "no such agent", request_id);
+            }
+            break;
+        case LG_ROUTE_AGENT_EXECUTE:
+        case LG_ROUTE_EXECUTE:
+            status = on_execute(req, &route, request_id, start_ns);
+            if (status == 0)
+                return 0;
+            break;
+        default:
+            break;
+        }
+    }
+    lg_access_log(req, status, request_id, start_ns, NULL, NULL, NULL);
+    return 0;
+}
+
+void lg_handlers_register(h2o_hostconf_t *hostconf)
+{
+    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(pathconf, sizeof(*h));
+    h->on_req = on_req;
+}

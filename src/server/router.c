@@ -1,0 +1,73 @@
+#include "luagent/router.h"
+
+#include <string.h>
+
+int lg_agent_name_valid(const char *name, size_t len)
+{
+    if (len == 0 || len > LG_AGENT_NAME_MAX || name[0] == '.' || name[len - 1] == '.')
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (c == '.' && i + 1 < len && name[i + 1] == '.')
+            return 0;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+static int eq(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return alen == n && memcmp(a, lit, n) == 0;
+}
+
+static int starts(const char *a, size_t alen, const char *lit)
+{
+    size_t n = strlen(lit);
+    return alen >= n && memcmp(a, lit, n) == 0;
+}
+
+static void set(lg_route_t *r, lg_route_id_t id, const char *allow, const char *method, size_t mlen)
+{
+    r->id = id;
+    r->allow = allow;
+    if (strcmp(allow, "POST") == 0)
+        r->method_allowed = eq(method, mlen, "POST");
+    else
+        r->method_allowed = eq(method, mlen, "GET") || eq(method, mlen, "HEAD");
+}
+
+void lg_route_match(const char *method, size_t mlen, const char *path, size_t plen, lg_route_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    if (plen > 1 && path[plen - 1] == '/')
+        plen--; /* "/health/" is "/health" */
+    if (eq(path, plen, "/health"))
+        return set(r, LG_ROUTE_HEALTH, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/ready"))
+        return set(r, LG_ROUTE_READY, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/info"))
+        return set(r, LG_ROUTE_INFO, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/api/v1/agent/execute"))
+        return set(r, LG_ROUTE_EXECUTE, "POST", method, mlen);
+    if (eq(path, plen, "/api/v1/agents"))
+        return set(r, LG_ROUTE_AGENTS, "GET, HEAD", method, mlen);
+    static const char prefix[] = "/api/v1/agents/";
+    if (!starts(path, plen, prefix))
+        return;
+    const char *name = path + sizeof(prefix) - 1, *end = path + plen;
+    const char *slash = memchr(name, '/', (size_t)(end - name));
+    size_t nlen = (size_t)((slash ? slash : end) - name);
+    if (!lg_agent_name_valid(name, nlen))
+        return;
+    r->name = name;
+    r->name_len = nlen;
+    if (slash == NULL)
+        return set(r, LG_ROUTE_AGENT, "GET, HEAD", method, mlen);
+    if (eq(slash, (size_t)(end - slash), "/execute"))
+        return set(r, LG_ROUTE_AGENT_EXECUTE, "POST", method, mlen);
+    r->name = NULL;
+    r->name_len = 0;
+}

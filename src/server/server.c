@@ -1,0 +1,143 @@
+#include "luagent/server.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "luagent/ids.h"
+#include "luagent/inotify.h"
+#include "luagent/log.h"
+#include "luagent/registry.h"
+#include "luagent/worker.h"
+
+static lg_server_t S;
+
+/* Main thread: rescan the agents directory whenever inotify says something changed in it. */
+static void on_agents_changed(int ifd, const char *dir)
+{
+    int relevant = lg_inotify_drain(ifd);
+    /* coalesce a burst (an editor's write + rename, a git checkout) into one scan */
+    struct pollfd p = {.fd = ifd, .events = POLLIN};
+    while (poll(&p, 1, 5) > 0)
+        relevant |= lg_inotify_drain(ifd);
+    if (!relevant)
+        return;
+    lg_inotify_watch_tree(ifd, dir);
+    lg_registry_scan();
+}
+
+static int wait_for_signal(const lg_config_t *cfg, int ifd)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = ifd, .events = POLLIN}};
+        if (poll(p, ifd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
+                lg_log(LG_LOG_INFO, "received %s: draining (up to %d ms)", strsignal((int)si.ssi_signo),
+                       cfg->drain_timeout_ms);
+                break;
+            }
+        }
+        if (ifd >= 0 && (p[1].revents & POLLIN))
+            on_agents_changed(ifd, cfg->agents_dir);
+    }
+    close(sfd);
+    return 0;
+}
+
+int lg_server_run(const lg_config_t *cfg)
+{
+    struct stat st;
+    if (stat(cfg->agents_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "luagent: LUAGENT_AGENTS_DIR: '%s' is not a directory\n", cfg->agents_dir);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* the workers inherit this: only the main thread takes signals */
+
+    memset(&S, 0, sizeof(S));
+    S.cfg = cfg;
+    S.started_ms = lg_now_epoch_ms();
+    if (lg_registry_init(cfg->agents_dir, (size_t)cfg->memory_limit_mb << 20) != 0) {
+        fprintf(stderr, "luagent: cannot create the Lua VM\n");
+        return 1;
+    }
+    int ifd = lg_inotify_open();
+    if (ifd >= 0)
+        lg_inotify_watch_tree(ifd, cfg->agents_dir);
+    else
+        lg_log(LG_LOG_WARN, "inotify is unavailable (%s): agent files are loaded at start only", strerror(errno));
+    lg_registry_scan();
+
+    h2o_config_init(&S.globalconf);
+    S.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("luagent"));
+    /* h2o answers bodies past this itself (plain text): keep it above our own JSON 413 limit */
+    S.globalconf.max_request_entity_size = cfg->max_body_bytes * 2 + (1 << 20);
+    h2o_hostconf_t *host = h2o_config_register_host(&S.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    lg_handlers_register(host);
+
+    S.nworkers = cfg->workers;
+    S.workers = calloc((size_t)S.nworkers, sizeof(lg_worker_t));
+    char err[256];
+    for (int i = 0; i < S.nworkers; i++) {
+        lg_worker_t *w = &S.workers[i];
+        w->index = i;
+        w->server = &S;
+        if ((w->listen_fd = lg_worker_listen(cfg->listen_host, cfg->listen_port, err, sizeof(err))) < 0) {
+            fprintf(stderr, "luagent: %s\n", err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < S.nworkers; i++) {
+        if (lg_worker_start(&S.workers[i]) != 0) {
+            fprintf(stderr, "luagent: cannot start worker %d\n", i);
+            return 1;
+        }
+    }
+    lg_buf_t b = {0};
+    lg_log_begin(&b, LG_LOG_INFO, LG_STRLIT("listening"));
+    char url[160];
+    snprintf(url, sizeof(url), "http://%s%s%s:%d", strchr(cfg->listen_host, ':') ? "[" : "", cfg->listen_host,
+             strchr(cfg->listen_host, ':') ? "]" : "", cfg->listen_port);
+    lg_log_kv_cstr(&b, "url", url);
+    lg_log_kv_int(&b, "workers", S.nworkers);
+    lg_log_kv_int(&b, "agents", (int64_t)lg_registry_count());
+    lg_log_kv_cstr(&b, "agents_dir", cfg->agents_dir);
+    lg_log_end(&b);
+    lg_buf_free(&b);
+
+    wait_for_signal(cfg, ifd);
+
+    atomic_store(&S.draining, 1);
+    for (int i = 0; i < S.nworkers; i++)
+        lg_worker_wake(&S.workers[i]);
+    for (int i = 0; i < S.nworkers; i++)
+        pthread_join(S.workers[i].thread, NULL);
+    for (int i = 0; i < S.nworkers; i++) {
+        lg_worker_t *w = &S.workers[i];
+        lg_rt_dispose(&w->rt);
+        lg_buf_free(&w->scratch);
+    }
+    if (ifd >= 0)
+        close(ifd);
+    lg_registry_dispose();
+    lg_log(LG_LOG_INFO, "stopped");
+    return 0;
+}

@@ -1,0 +1,123 @@
+#include "luagent/worker.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "luagent/agents.h"
+#include "luagent/log.h"
+
+int lg_worker_listen(const char *host, int port, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST}, *ai;
+    char portstr[16];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        snprintf(err, errlen, "LUAGENT_LISTEN: '%s' is not a numeric address: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
+        listen(fd, 4096) != 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    lg_worker_t *w = listener->data;
+    if (err != NULL)
+        return;
+    for (int i = 0; i < 32; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (sock == NULL)
+            break;
+        h2o_accept(&w->accept_ctx, sock);
+    }
+}
+
+static void on_wake(h2o_socket_t *sock, const char *err)
+{
+    lg_worker_t *w = sock->data;
+    uint64_t n;
+    while (read(w->wake_fd, &n, sizeof(n)) > 0)
+        ;
+}
+
+void lg_worker_wake(lg_worker_t *w)
+{
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof(one)) < 0) {
+        /* the counter is saturated: the worker is awake anyway */
+    }
+}
+
+static void drain(lg_worker_t *w)
+{
+    const lg_config_t *cfg = w->server->cfg;
+    h2o_socket_read_stop(w->listener);
+    h2o_socket_close(w->listener); /* closes the fd: the kernel sends new connections elsewhere */
+    w->listener = NULL;
+    h2o_context_request_shutdown(&w->ctx);
+    uint64_t deadline = lg_now_mono_ms() + (uint64_t)cfg->drain_timeout_ms;
+    while (w->rt.inflight > 0 && lg_now_mono_ms() < deadline)
+        lg_rt_run_once(&w->rt, 50);
+    if (w->rt.inflight > 0) {
+        lg_log(LG_LOG_WARN, "worker %d: drain timeout, cancelling %zu executions", w->index, w->rt.inflight);
+        lg_rt_cancel_all(&w->rt);
+    }
+    /* let the last replies reach their sockets */
+    uint64_t flush_until = lg_now_mono_ms() + 200;
+    while (lg_now_mono_ms() < flush_until && w->ctx.http1._conns.next != &w->ctx.http1._conns)
+        lg_rt_run_once(&w->rt, 10);
+}
+
+static void *worker_main(void *arg)
+{
+    lg_worker_t *w = arg;
+    lg_log_buffered(1);
+    while (!atomic_load(&w->server->draining))
+        lg_rt_run_once(&w->rt, 1000);
+    drain(w);
+    lg_log_buffered(0);
+    return NULL;
+}
+
+int lg_worker_start(lg_worker_t *w)
+{
+    const lg_config_t *cfg = w->server->cfg;
+    h2o_evloop_t *loop = h2o_evloop_create();
+    h2o_context_init(&w->ctx, loop, &w->server->globalconf);
+    w->accept_ctx.ctx = &w->ctx;
+    w->accept_ctx.hosts = w->server->globalconf.hosts;
+    if (lg_rt_init(&w->rt, cfg, loop) != 0)
+        return -1;
+    w->rt.owner = w;
+    w->listener = h2o_evloop_socket_create(loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->listener->data = w;
+    h2o_socket_read_start(w->listener, on_accept);
+    w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->wake_sock = h2o_evloop_socket_create(loop, w->wake_fd, H2O_SOCKET_FLAG_DONT_READ);
+    w->wake_sock->data = w;
+    h2o_socket_read_start(w->wake_sock, on_wake);
+    lg_agents_sync(&w->rt); /* load every agent before the first request */
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -1;
+    w->started = 1;
+    return 0;
+}

@@ -42,12 +42,20 @@ typedef struct lg_json_error {
 } lg_json_error_t;
 
 /** Decode `len` bytes at `s` and push exactly one Lua value on success (nothing on error).
- *  Needs up to max_depth + a few Lua stack slots; checks them itself. `err` may be NULL. */
+ *  Needs up to max_depth + a few Lua stack slots; checks them itself. `err` may be NULL.
+ *  `s` need not be NUL-terminated. Depth: the outermost container is depth 1, so max_depth 128
+ *  accepts 128 nested arrays and rejects 129 (0 allows scalars only). Duplicate object keys: the
+ *  last wins. "-0" gives -0.0; a number that overflows a double ("1e400") is LG_JSON_ESYNTAX, one
+ *  that underflows gives 0. Does not raise (except on Lua memory exhaustion). */
 lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err);
 
 /** Append the JSON text of the value at stack index `idx` to `out`. On error `out` may hold a
  *  partial text (callers reset it) and `err->msg` says what and where, e.g. "cannot encode function
  *  at /a/3". */
+/*  The "where" is a JSON Pointer into the output (array indices 0-based: Lua's t[1] is /0; "root"
+ *  for the top-level value); err->offset is unused (0). The stack is left as it was. A top-level nil
+ *  encodes as null, -0.0 as -0; an array-marked table encodes t[1..#t] (nil holes as null) and
+ *  ignores other keys. Does not raise (except on Lua memory exhaustion). `err` may be NULL. */
 lg_json_status_t lg_json_encode(lua_State *L, int idx, lg_buf_t *out, int max_depth, lg_json_error_t *err);
 
 /** Push the shared array metatable (created on first use, kept in the registry). */
@@ -59,6 +67,11 @@ int lg_json_is_null(lua_State *L, int idx);
 /** `luagent.json`: encode(v) -> string | raises; decode(s) -> value | raises (message says where);
  *  null; array_mt; empty_array (a shared, read-only empty array value); array(t) (marks t an array,
  *  returns it); is_array(t). Pushes the table. */
+/*  Details: errors read "json.decode: <msg>" / "json.encode: <msg>". getmetatable(empty_array) ==
+ *  array_mt (its real metatable is a protected one whose __newindex raises; rawset bypasses it, so
+ *  agents must not modify it). array() with no argument returns a new empty array; array(t) raises
+ *  if t has another metatable. is_array(v) is true when encode would write v as a JSON array
+ *  (array-marked, or keys exactly 1..n with n >= 1). */
 int luaopen_luagent_json(lua_State *L);
 
 #endif

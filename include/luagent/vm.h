@@ -39,6 +39,7 @@ typedef struct lg_vm {
     size_t bytes;          /* whole-VM heap size */
     lg_budget_t *current;  /* budget being charged, NULL between executions */
     void *rt;              /* the runtime that owns this VM (lg_rt_t *), for bindings */
+    int hook_tight;        /* the hook runs every instruction while an execution is being stopped */
 } lg_vm_t;
 
 /** Create the VM with the luagent API installed. 0 on success, -1 on failure. */

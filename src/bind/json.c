@@ -2,12 +2,13 @@
  * json.c - the host's faithful JSON codec (see include/luagent/json.h, DESIGN §8).
  *
  * Decoder: one pass over the text, iterative (an explicit frame stack, no C recursion), values
- * pushed straight onto the Lua stack. The items of an open array/object wait on the Lua stack
- * until it closes (up to DEC_K of them), so most tables are created once with their exact size
- * (no rehash while filling); a bigger container is then created with a size hint and filled as it
- * goes. Strings without escapes are pushed straight from the input; integers are parsed by hand;
- * other numbers take an exact fast path (<= 2^53 mantissa times an exact power of ten <= 22) or
- * strtod in the "C" locale.
+ * pushed straight onto the Lua stack. The elements of an open array wait on the Lua stack until it
+ * closes (up to DEC_K of them), so most arrays are created once with their exact size; a longer one
+ * is then created with a size hint and filled as it goes. An object is created when it opens, sized
+ * for DEC_OBJ_HINT members, and each member is stored as soon as it is parsed (measured: batching
+ * members too costs more in extra stack copies than the exact size saves). Strings without escapes
+ * are pushed straight from the input; integers are parsed by hand; other numbers take an exact fast
+ * path (<= 2^53 mantissa times an exact power of ten <= 22) or strtod in the "C" locale.
  *
  * Encoder: recursive over the Lua value (depth bounded by max_depth), writing into an lg_buf_t.
  * It never calls into Lua code (raw accesses, no metamethods), so it cannot raise except on memory
@@ -147,8 +148,10 @@ int lg_json_is_null(lua_State *L, int idx)
 /* Decoder                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Items an open container keeps on the Lua stack before its table is created. */
+/* Elements an open array keeps on the Lua stack before its table is created. */
 #define DEC_K 16
+/* Initial hash size of a decoded object (most request objects have a handful of members). */
+#define DEC_OBJ_HINT 4
 #define DEC_LOCAL_FRAMES 32
 #define DEC_SCRATCH 256
 
@@ -436,7 +439,8 @@ static int dec_number(dec_t *d, const unsigned char **pp)
         do {
             if (mant < 1000000000000000000ULL) {
                 mant = mant * 10 + (unsigned)(*p - '0');
-                e10--;
+                if (e10 > -1000000) /* only decides the fast path: anything past -22 goes to strtod */
+                    e10--;
             } else {
                 many = 1;
             }
@@ -498,25 +502,14 @@ bad:
     return 0;
 }
 
-/* Create the table of frame f at f->first and move the items waiting above it into it. */
+/* Create the table of array frame f at f->first and move the elements waiting above it into it. */
 static void dec_flush(lua_State *L, dec_frame_t *f, int hint)
 {
-    int first = f->first, n = f->n;
-    if (f->obj) {
-        lua_createtable(L, 0, hint);
-        lua_replace(L, first);
-        for (int j = 0; j < n; j++) {
-            lua_pushvalue(L, first + 1 + 2 * j);
-            lua_pushvalue(L, first + 2 + 2 * j);
-            lua_rawset(L, first);
-        }
-        lua_settop(L, first);
-    } else {
-        lua_createtable(L, hint, 0);
-        lua_replace(L, first);
-        for (int i = n; i >= 1; i--)
-            lua_rawseti(L, first, i);
-    }
+    int first = f->first;
+    lua_createtable(L, hint, 0);
+    lua_replace(L, first);
+    for (int i = f->n; i >= 1; i--)
+        lua_rawseti(L, first, i); /* pops the top, which is element i */
     f->created = 1;
 }
 
@@ -575,9 +568,12 @@ value:
         f->obj = *p == '{';
         f->n = 0;
         f->first = lua_gettop(L) + 1;
-        if (lua_checkstack(L, 2 * DEC_K + 8)) {
+        if (f->obj && lua_checkstack(L, 8)) {
+            f->created = 1;
+            lua_createtable(L, 0, DEC_OBJ_HINT);
+        } else if (!f->obj && lua_checkstack(L, DEC_K + 8)) {
             f->created = 0;
-            lua_pushnil(L);
+            lua_pushnil(L); /* placeholder for the table */
         } else if (lua_checkstack(L, 8)) {
             f->created = 1;
             lua_createtable(L, 0, 0);
@@ -645,7 +641,7 @@ done: /* a complete value is on top of the stack */
     if (p < end && *p == ',') {
         p++;
         if (!f->created && f->n >= DEC_K)
-            dec_flush(L, f, 2 * DEC_K);
+            dec_flush(L, f, 2 * DEC_K); /* a long array: at least DEC_K + 1 elements */
         if (!f->obj)
             goto value;
         p = skip_ws(p, end);
@@ -860,57 +856,58 @@ static void enc_string(lg_buf_t *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str, *end = s + n;
-    enc_putc(b, '"');
-    while (s < end) {
-        size_t chunk = (size_t)(end - s);
-        if (chunk > 4096)
-            chunk = 4096;
-        const unsigned char *cend = s + chunk;
-        char *o0 = enc_room(b, chunk * 6 + 16), *o = o0;
-        while (s < cend) {
-            const unsigned char *r = s;
-            while (r < cend && enc_cls[*r] == 0)
-                r++;
-            memcpy(o, s, (size_t)(r - s));
-            o += r - s;
-            s = r;
-            if (s >= cend)
+    /* Output per input byte is at most 6 (\u00XX); reserve per chunk so a huge string does not
+     * reserve 6x its size at once. A sequence may end up to 3 bytes past its chunk. */
+    size_t chunk = n > 4096 ? 4096 : n;
+    char *o0 = enc_room(b, chunk * 6 + 16), *o = o0;
+    const unsigned char *cend = s + chunk;
+    *o++ = '"';
+    for (;;) {
+        while (s < cend && enc_cls[*s] == 0)
+            *o++ = (char)*s++;
+        if (s >= cend) {
+            if (s >= end)
                 break;
-            unsigned c = *s;
-            if (c < 0x80) {
-                *o++ = '\\';
-                switch (c) {
-                case '"': *o++ = '"'; break;
-                case '\\': *o++ = '\\'; break;
-                case '\n': *o++ = 'n'; break;
-                case '\r': *o++ = 'r'; break;
-                case '\t': *o++ = 't'; break;
-                case '\b': *o++ = 'b'; break;
-                case '\f': *o++ = 'f'; break;
-                default:
-                    *o++ = 'u';
-                    *o++ = '0';
-                    *o++ = '0';
-                    *o++ = hex[c >> 4];
-                    *o++ = hex[c & 15];
-                }
-                s++;
+            b->len += (size_t)(o - o0);
+            chunk = (size_t)(end - s) > 4096 ? 4096 : (size_t)(end - s);
+            o0 = o = enc_room(b, chunk * 6 + 16);
+            cend = s + chunk;
+            continue;
+        }
+        unsigned c = *s;
+        if (c < 0x80) {
+            *o++ = '\\';
+            switch (c) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
+            }
+            s++;
+        } else {
+            size_t k = utf8_len(s, end);
+            if (k) {
+                memcpy(o, s, k);
+                o += k;
+                s += k;
             } else {
-                size_t k = utf8_len(s, end);
-                if (k) {
-                    memcpy(o, s, k);
-                    o += k;
-                    s += k;
-                } else {
-                    memcpy(o, "\xEF\xBF\xBD", 3);
-                    o += 3;
-                    s++;
-                }
+                memcpy(o, "\xEF\xBF\xBD", 3); /* U+FFFD */
+                o += 3;
+                s++;
             }
         }
-        b->len += (size_t)(o - o0);
     }
-    enc_putc(b, '"');
+    *o++ = '"';
+    b->len += (size_t)(o - o0);
 }
 
 static int enc_value(enc_t *e, int idx, int depth);
@@ -918,12 +915,13 @@ static int enc_value(enc_t *e, int idx, int depth);
 static int enc_array(enc_t *e, int idx, int depth, size_t n)
 {
     lua_State *L = e->L;
+    int vidx = lua_gettop(L) + 1;
     enc_putc(e->b, '[');
     for (size_t i = 1; i <= n; i++) {
         if (i > 1)
             enc_putc(e->b, ',');
         lua_rawgeti(L, idx, (int)i);
-        if (!enc_value(e, lua_gettop(L), depth)) {
+        if (!enc_value(e, vidx, depth)) {
             char seg[24], *se = seg + sizeof seg, *ss = u64_digits(se, i - 1);
             path_prepend(e, ss, (size_t)(se - ss));
             return 0;
@@ -1000,6 +998,7 @@ static int enc_table(enc_t *e, int idx, int depth)
     }
 
     /* An object; the first key and value are on the stack. */
+    int vidx = lua_gettop(L);
     enc_putc(e->b, '{');
     int first = 1;
     do {
@@ -1028,7 +1027,7 @@ static int enc_table(enc_t *e, int idx, int depth)
             return enc_fail(e, LG_JSON_ETYPE, "cannot encode a key of type %s", lua_typename(L, kt));
         }
         enc_putc(e->b, ':');
-        if (!enc_value(e, lua_gettop(L), depth)) {
+        if (!enc_value(e, vidx, depth)) {
             path_prepend(e, ks, kn);
             return 0;
         }

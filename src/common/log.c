@@ -13,6 +13,7 @@ static int g_file_fd = -1;
 static __thread int tl_buffered;
 static __thread lg_buf_t tl_pending;
 static __thread time_t tl_ts_sec = -1;
+static __thread int tl_line_off; /* the line being built is below the log level */
 static __thread char tl_ts_prefix[32]; /* "2026-11-25T23:08:42." */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -52,8 +53,10 @@ static void emit(const char *p, size_t n)
 
 void lg_log_buffered(int on)
 {
-    if (!on)
+    if (!on) {
         lg_log_flush();
+        lg_buf_free(&tl_pending);
+    }
     tl_buffered = on;
 }
 
@@ -83,6 +86,7 @@ static void put_ts(lg_buf_t *b)
 void lg_log_begin(lg_buf_t *b, lg_log_level_t level, const char *msg, size_t msglen)
 {
     lg_buf_reset(b);
+    tl_line_off = level < g_level;
     if (g_format == LG_LOG_JSON) {
         lg_buf_lit(b, "{\"ts\":\"");
         put_ts(b);
@@ -143,6 +147,8 @@ void lg_log_kv_json(lg_buf_t *b, const char *key, const char *json, size_t len)
 
 void lg_log_end(lg_buf_t *b)
 {
+    if (tl_line_off)
+        return;
     if (g_format == LG_LOG_JSON)
         lg_buf_putc(b, '}');
     lg_buf_putc(b, '\n');

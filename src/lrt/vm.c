@@ -51,15 +51,31 @@ lg_vm_t *lg_vm_of(lua_State *L)
 
 static void vm_hook(lua_State *L, lua_Debug *ar)
 {
-    lg_budget_t *b = lg_vm_of(L)->current;
-    if (b == NULL)
-        return;
-    if (b->mem_exceeded)
-        luaL_error(L, "memory limit exceeded");
-    if (b->deadline_ms != 0 && lg_now_mono_ms() >= b->deadline_ms) {
+    lg_vm_t *vm = lg_vm_of(L);
+    lg_budget_t *b = vm->current;
+    const char *why = NULL;
+    if (b == NULL) {
+        /* between executions */
+    } else if (b->mem_exceeded) {
+        why = "memory limit exceeded";
+    } else if (b->timed_out || (b->deadline_ms != 0 && lg_now_mono_ms() >= b->deadline_ms)) {
         b->timed_out = 1;
-        luaL_error(L, "execution deadline exceeded");
+        why = "execution deadline exceeded";
     }
+    if (why == NULL) {
+        if (vm->hook_tight) { /* the execution that was being stopped is gone */
+            vm->hook_tight = 0;
+            lua_sethook(L, vm_hook, LUA_MASKCOUNT, LG_VM_HOOK_COUNT);
+        }
+        return;
+    }
+    /* From now on check every instruction: an agent that catches this error with pcall gets it
+     * again at its next instruction outside the pcall, until nothing of it is left running. */
+    if (!vm->hook_tight) {
+        vm->hook_tight = 1;
+        lua_sethook(L, vm_hook, LUA_MASKCOUNT, 1);
+    }
+    luaL_error(L, "%s", why);
 }
 
 /* ---- sandbox ---- */

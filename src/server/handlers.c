@@ -105,6 +105,24 @@ static void on_emit(lg_exec_t *e, const char *json, size_t len)
     sse_flush(l);
 }
 
+/* error("x") in an agent reads "team/review.lua:12: x": the position is for the log (which has the
+ * whole traceback), the client gets the message. */
+static void skip_position(const char **msg, size_t *len)
+{
+    const char *s = *msg, *end = s + *len, *p = s;
+    while (p < end && *p != ':' && *p != ' ' && *p != '\n')
+        p++;
+    if (p - s < 5 || memcmp(p - 4, ".lua", 4) != 0 || p == end || *p != ':')
+        return;
+    const char *d = ++p;
+    while (p < end && *p >= '0' && *p <= '9')
+        p++;
+    if (p == d || end - p < 2 || p[0] != ':' || p[1] != ' ')
+        return;
+    *msg = p + 2;
+    *len = (size_t)(end - p - 2);
+}
+
 /* The agent's error value (top of co) -> status, code, message. */
 static int agent_error(lua_State *co, const char **code, const char **msg, size_t *mlen)
 {
@@ -132,6 +150,7 @@ static int agent_error(lua_State *co, const char **code, const char **msg, size_
         *msg = "the agent raised an error without a message";
         *mlen = strlen(*msg);
     }
+    skip_position(msg, mlen);
     return status;
 }
 

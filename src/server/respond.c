@@ -97,7 +97,7 @@ void lg_access_log(h2o_req_t *req, int status, const char *request_id, uint64_t 
 {
     if (!lg_log_enabled(LG_LOG_INFO))
         return;
-    static __thread lg_buf_t b;
+    lg_buf_t b = {0};
     lg_log_begin(&b, LG_LOG_INFO, LG_STRLIT("request"));
     lg_log_kv_cstr(&b, "request_id", request_id);
     lg_log_kv_str(&b, "method", req->method.base, req->method.len);
@@ -108,4 +108,5 @@ void lg_access_log(h2o_req_t *req, int status, const char *request_id, uint64_t 
     lg_log_kv_cstr(&b, "agent", agent);
     lg_log_kv_cstr(&b, "version", version);
     lg_log_end(&b);
+    lg_buf_free(&b);
 }

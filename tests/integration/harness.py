@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "agents"
 FIXTURES_BAD = REPO / "tests" / "fixtures" / "agents_bad"
-BIN = Path(os.environ.get("LUAGENT_BIN") or (REPO / "build" / "luagent"))
+BIN = Path(os.environ.get("LUAGENT_BIN") or (REPO / "build" / "luagent")).absolute()
 try:
     SLOW = float(os.environ.get("LUAGENT_TEST_SLOW") or "1")
 except ValueError:

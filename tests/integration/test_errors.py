@@ -134,15 +134,15 @@ class BodyLimitTests(ServerTestCase):
     WORKERS = 1
 
     def test_body_over_limit_is_json_413(self):
-        body = ('{"task": "%s"}' % ("x" * 1987)).encode()
+        body = ('{"task": "%s"}' % ("x" * 1988)).encode()
         self.assertEqual(2000, len(body))
         r = self.server.request("POST", EXEC, body)
         self.assertError(r, 413, "payload_too_large")
 
     def test_body_under_limit_ok(self):
-        body = ('{"task": "%s"}' % ("y" * 887)).encode()
+        body = ('{"task": "%s"}' % ("y" * 888)).encode()
         self.assertEqual(900, len(body))
-        self.assertOk(self.server.request("POST", EXEC, body), "y" * 887)
+        self.assertOk(self.server.request("POST", EXEC, body), "y" * 888)
 
     def test_server_fine_after_413(self):
         self.server.request("POST", EXEC, b'{"task": "' + b"z" * 5000 + b'"}')

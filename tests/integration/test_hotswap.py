@@ -8,12 +8,13 @@ from .harness import SLOW, VERSION_RE, ServerTestCase, measure
 
 
 def returning(value, sleep_ms=0, log=None):
-    """Source of an agent that (optionally logs and sleeps, then) returns `value`."""
+    """Source of an agent that returns `value` (after logging `log` and, when the task has
+    sleep = true, sleeping sleep_ms)."""
     body = ""
     if log:
         body += f"    luagent.log.info({json.dumps(log)})\n"
-    if sleep_ms:
-        body += f"    luagent.sleep({int(sleep_ms)})\n"
+    if sleep_ms:  # only when asked, so polling calls do not block on the old version
+        body += f"    if type(task) == \"table\" and task.sleep then luagent.sleep({int(sleep_ms)}) end\n"
     return ("return {\n  description = \"hot swap probe\",\n  timeout_ms = 30000,\n"
             "  execute = function(task, ctx)\n" + body +
             f"    return {json.dumps(value)}\n  end,\n}}\n")
@@ -76,7 +77,7 @@ class HotSwapTests(ServerTestCase):
         box = {}
 
         def inflight():
-            box["reply"] = self.server.execute(name, {}, timeout=30 * SLOW)
+            box["reply"] = self.server.execute(name, {"sleep": True}, timeout=30 * SLOW)
 
         v1_result, v1_version = self.current(name)
         self.assertEqual("v1", v1_result)

@@ -271,6 +271,28 @@ static void test_doubles(void **state)
     num_roundtrip(L, "1e-400", "0"); /* underflow decodes to 0 */
     num_roundtrip(L, "0.1000000000000000055511151231257827", "0.1");
     num_roundtrip(L, "9007199254740993.5", NULL);
+
+    /* very long mantissas: exact (through strtod), or out of range */
+    lg_buf_t t = {0};
+    lg_buf_lit(&t, "0.");
+    for (int i = 0; i < 2000000; i++)
+        lg_buf_putc(&t, '0');
+    lg_buf_lit(&t, "1");
+    assert_true(dec_num(L, t.data) == 0.0);
+    lg_buf_reset(&t);
+    lg_buf_lit(&t, "0.");
+    for (int i = 0; i < 300; i++)
+        lg_buf_putc(&t, '0');
+    lg_buf_lit(&t, "123");
+    assert_true(dec_num(L, t.data) == strtod(t.data, NULL));
+    lg_buf_reset(&t);
+    lg_buf_putc(&t, '1');
+    for (int i = 0; i < 400; i++)
+        lg_buf_putc(&t, '0');
+    assert_int_equal(decs(L, t.data), LG_JSON_ESYNTAX);
+    lg_buf_lit(&t, "e-400");
+    assert_true(dec_num(L, t.data) == 1.0);
+    lg_buf_free(&t);
 }
 
 /* Random numbers: decode agrees with strtod bit for bit; encode always reads back exactly. */

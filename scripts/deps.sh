@@ -1,0 +1,34 @@
+# Sourced by scripts/run and scripts/test: install the Debian packages a command needs, once.
+# Only what is missing is installed, so a second run costs one dpkg-query.
+
+# Build and run: OpenResty's LuaJIT (never Debian's luajit/libluajit-5.1-dev: they conflict),
+# libh2o-evloop 2.2.5, OpenSSL, Meson.
+LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build libluajit2-5.1-dev libh2o-evloop-dev libssl-dev)
+# Tests: cmocka, busted (run under luajit2), Python for the integration suite, curl for the scripts.
+LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl procps)
+
+luagent_install() {
+  local missing=() p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  ((${#missing[@]})) || return 0
+  echo "installing: ${missing[*]}" >&2
+  local sudo=()
+  if [ "$(id -u)" != 0 ]; then
+    command -v sudo >/dev/null || { echo "need root (or sudo) to install: ${missing[*]}" >&2; return 1; }
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# Configure (once) and build the given build directory with extra meson options.
+luagent_build() {
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >&2
+  fi
+  meson compile -C "$dir" >&2
+}

@@ -9,6 +9,7 @@
 #define LUAGENT_BUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct lg_buf {
@@ -24,6 +25,10 @@ void lg_buf_printf(lg_buf_t *b, const char *fmt, ...) __attribute__((format(prin
 /** Append `s` as a JSON string literal (quotes included), escaping control chars, '"' and '\\'.
  *  Bytes >= 0x80 are copied as they are (callers pass valid UTF-8). */
 void lg_buf_json_str(lg_buf_t *b, const char *s, size_t n);
+/** Append an unsigned integer in decimal. */
+void lg_buf_u64(lg_buf_t *b, uint64_t v);
+/** Append a non-negative number with exactly three decimals (durations in ms), without printf. */
+void lg_buf_fixed3(lg_buf_t *b, double v);
 /** Release memory; the buffer is empty and reusable afterwards. */
 void lg_buf_free(lg_buf_t *b);
 

@@ -63,6 +63,8 @@ struct lg_exec {
     int stream;                 /* the client asked for SSE */
     int timeout_ms;
     uint64_t start_ns;
+    uint64_t deadline_epoch_ms;
+    const void *ctx_ptr;        /* this execution's ctx table (lazy fields check it) */
     double duration_ms;
     char id[LG_UUID_LEN + 1];
     char version[LG_VERSION_LEN + 1];
@@ -82,6 +84,8 @@ struct lg_rt {
     int agents_ref;             /* registry: name -> {execute, version, config, timeout_ms, gen} */
     uint64_t agents_gen;        /* registry generation last synced */
     void *owner;                /* the worker, when serving */
+    lg_exec_t *free_execs;      /* recycled execution structs */
+    size_t nfree_execs;
 };
 
 int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop);
@@ -103,6 +107,12 @@ typedef enum { LG_LAUNCH_OK = 0, LG_LAUNCH_NO_AGENT } lg_launch_status_t;
 /** Start the agent `name` on e->co, whose stack holds exactly [task, context-or-nil].
  *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS. */
 lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms);
+/** Give a launched execution its first slice now instead of from the ready queue. The request
+ *  handler does this so that an agent that does not yield answers inside h2o's own callback, as
+ *  a plain h2o handler would: the reply is written and the connection reads again before h2o
+ *  next updates its epoll set (otherwise each request costs two epoll_ctl calls). Later resumes
+ *  always come from the ready queue. `e` may be freed when this returns. */
+void lg_exec_run(lg_exec_t *e);
 /** Stop an execution from outside (client disconnect, drain): runs the pending cleanup and calls
  *  on_done with LG_END_CANCELLED (at once, or when the running slice returns). */
 void lg_exec_cancel(lg_exec_t *e);

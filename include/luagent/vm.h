@@ -34,12 +34,17 @@ typedef struct lg_budget {
     int timed_out;
 } lg_budget_t;
 
+#define LG_SMALL_MAX 512 /* blocks up to this size come from the VM's size-class free lists */
+
 typedef struct lg_vm {
     lua_State *L;
     size_t bytes;          /* whole-VM heap size */
     lg_budget_t *current;  /* budget being charged, NULL between executions */
     void *rt;              /* the runtime that owns this VM (lg_rt_t *), for bindings */
-    int hook_tight;        /* the hook runs every instruction while an execution is being stopped */
+    int hook_tight;
+    void *free_lists[LG_SMALL_MAX / 16 + 1];
+    char *chunks, *chunk_pos;
+    size_t chunk_left;        /* the hook runs every instruction while an execution is being stopped */
 } lg_vm_t;
 
 /** Create the VM with the luagent API installed. 0 on success, -1 on failure. */

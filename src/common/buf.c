@@ -83,3 +83,25 @@ void lg_buf_free(lg_buf_t *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+void lg_buf_u64(lg_buf_t *b, uint64_t v)
+{
+    char tmp[24], *p = tmp + sizeof(tmp);
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    lg_buf_append(b, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+void lg_buf_fixed3(lg_buf_t *b, double v)
+{
+    if (!(v >= 0 && v < 1e15)) {
+        lg_buf_printf(b, "%.3f", v);
+        return;
+    }
+    uint64_t m = (uint64_t)(v * 1000.0 + 0.5);
+    lg_buf_u64(b, m / 1000);
+    char frac[4] = {'.', (char)('0' + m / 100 % 10), (char)('0' + m / 10 % 10), (char)('0' + m % 10)};
+    lg_buf_append(b, frac, 4);
+}

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "luagent/agents.h"
+#include "luagent/bind.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
 
@@ -63,7 +64,44 @@ static int ctx_emit(lua_State *L)
 
 static int readonly_newindex(lua_State *L) { return luaL_error(L, "this table is read-only"); }
 
-/* ctx's metatable: __index = {emit, log} where log is a read-only view of luagent.log */
+/* ctx fields that would cost an allocation per execution (strings, the user table) are made on
+ * first use: __index checks that the table is the running execution's own ctx and caches the
+ * value with rawset. emit and log come from the shared methods table (upvalue 1). */
+static int ctx_index(lua_State *L)
+{
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1))
+        return 1;
+    lg_exec_t *e = lg_sched_current(L);
+    const char *k = lua_tostring(L, 2);
+    if (e == NULL || k == NULL || e->ctx_ptr != lua_topointer(L, 1))
+        return 0;
+    if (strcmp(k, "execution_id") == 0)
+        lua_pushstring(L, e->id);
+    else if (strcmp(k, "request_id") == 0)
+        lua_pushstring(L, e->request_id);
+    else if (strcmp(k, "agent") == 0)
+        lua_pushstring(L, e->agent);
+    else if (strcmp(k, "version") == 0)
+        lua_pushstring(L, e->version);
+    else if (strcmp(k, "deadline_ms") == 0)
+        lua_pushnumber(L, (lua_Number)e->deadline_epoch_ms);
+    else if (strcmp(k, "user") == 0) {
+        lua_createtable(L, 0, 2);
+        lua_pushliteral(L, "anonymous");
+        lua_setfield(L, -2, "id");
+        lua_pushliteral(L, "admin");
+        lua_setfield(L, -2, "role");
+    } else
+        return 0;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+}
+
+/* ctx's metatable: __index = ctx_index with {emit, log}, log being a read-only view of luagent.log */
 static void make_ctx_mt(lua_State *L)
 {
     lua_newtable(L); /* mt */
@@ -72,7 +110,6 @@ static void make_ctx_mt(lua_State *L)
     lua_setfield(L, -2, "emit");
     lua_newtable(L); /* log proxy */
     lua_newtable(L);
-    extern void lg_bind_open_log(lua_State *);
     lg_bind_open_log(L);
     lua_setfield(L, -2, "__index");
     lua_pushcfunction(L, readonly_newindex);
@@ -81,35 +118,20 @@ static void make_ctx_mt(lua_State *L)
     lua_setfield(L, -2, "__metatable");
     lua_setmetatable(L, -2);
     lua_setfield(L, -2, "log");
+    lua_pushcclosure(L, ctx_index, 1);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "ctx");
     lua_setfield(L, -2, "__metatable");
     lua_setfield(L, LUA_REGISTRYINDEX, CTX_MT_KEY);
 }
 
-#define SETSTR(L, k, v)          \
-    do {                         \
-        lua_pushstring(L, v);    \
-        lua_setfield(L, -2, k);  \
-    } while (0)
-
 /* stack: [record task context] -> [execute task ctx] */
-static void push_ctx(lg_exec_t *e, uint64_t deadline_epoch_ms)
+static void push_ctx(lg_exec_t *e)
 {
     lua_State *co = e->co;
-    lua_createtable(co, 0, 12);
-    SETSTR(co, "execution_id", e->id);
-    SETSTR(co, "request_id", e->request_id);
-    SETSTR(co, "agent", e->agent);
-    SETSTR(co, "version", e->version);
-    lua_createtable(co, 0, 2);
-    SETSTR(co, "id", "anonymous");
-    SETSTR(co, "role", "admin");
-    lua_setfield(co, -2, "user");
+    lua_createtable(co, 0, 4);
     lua_rawgeti(co, 1, LG_AGENT_CONFIG);
     lua_setfield(co, -2, "config");
-    lua_pushnumber(co, (lua_Number)deadline_epoch_ms);
-    lua_setfield(co, -2, "deadline_ms");
     lua_pushboolean(co, e->stream);
     lua_setfield(co, -2, "stream");
     if (lua_isnil(co, 3)) {
@@ -120,6 +142,7 @@ static void push_ctx(lg_exec_t *e, uint64_t deadline_epoch_ms)
     lua_setfield(co, -2, "context");
     lua_getfield(co, LUA_REGISTRYINDEX, CTX_MT_KEY);
     lua_setmetatable(co, -2);
+    e->ctx_ptr = lua_topointer(co, -1);
     lua_replace(co, 3);
     lua_rawgeti(co, 1, LG_AGENT_EXECUTE);
     lua_replace(co, 1);
@@ -153,6 +176,11 @@ void lg_rt_dispose(lg_rt_t *rt)
     }
     lg_timers_free(&rt->timers);
     lg_vm_close(&rt->vm);
+    while (rt->free_execs != NULL) {
+        lg_exec_t *e = rt->free_execs;
+        rt->free_execs = e->next;
+        free(e);
+    }
     free(rt->pool);
     rt->pool = NULL;
 }
@@ -191,9 +219,15 @@ static void on_deadline(lg_timer_t *t);
 
 lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
 {
-    lg_exec_t *e = calloc(1, sizeof(*e));
-    if (e == NULL)
-        return NULL;
+    lg_exec_t *e = rt->free_execs;
+    if (e != NULL) {
+        rt->free_execs = e->next;
+        rt->nfree_execs--;
+        memset(e, 0, offsetof(lg_exec_t, id));
+        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = '\0';
+    } else if ((e = calloc(1, sizeof(*e))) == NULL) {
+        abort();
+    }
     lua_State *L = rt->vm.L;
     e->rt = rt;
     e->ops = ops;
@@ -225,7 +259,13 @@ static void release(lg_exec_t *e, int reusable)
     } else {
         luaL_unref(rt->vm.L, LUA_REGISTRYINDEX, e->co_ref);
     }
-    free(e);
+    if (rt->nfree_execs < 1024) {
+        e->next = rt->free_execs;
+        rt->free_execs = e;
+        rt->nfree_execs++;
+    } else {
+        free(e);
+    }
 }
 
 void lg_exec_discard(lg_exec_t *e) { release(e, 1); }
@@ -254,7 +294,8 @@ lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen
     uint64_t now_ms = e->start_ns / 1000000u;
     e->budget.deadline_ms = now_ms + (uint64_t)timeout_ms;
     e->budget.mem_limit = (size_t)rt->cfg->memory_limit_mb << 20;
-    push_ctx(e, lg_now_epoch_ms() + (uint64_t)timeout_ms);
+    e->deadline_epoch_ms = lg_now_epoch_ms() + (uint64_t)timeout_ms;
+    push_ctx(e);
     e->nres = 2;
     lg_timers_add(&rt->timers, &e->deadline_timer, e->budget.deadline_ms);
     rt->inflight++;
@@ -350,6 +391,14 @@ static void resume(lg_exec_t *e)
         log_agent_error(e);
         finish(e, LG_END_ERROR);
     }
+}
+
+void lg_exec_run(lg_exec_t *e)
+{
+    if (e->state != LG_EXEC_READY)
+        return;
+    ready_unlink(e->rt, e);
+    resume(e);
 }
 
 lg_exec_t *lg_sched_current(lua_State *L)

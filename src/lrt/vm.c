@@ -14,14 +14,58 @@
 #define TEMPLATE_KEY "luagent.sandbox_template"
 #define SHARED_KEY "luagent.sandbox_shared" /* tables agents share instead of copying (json.array_mt) */
 
-/* ---- allocator: charges the current budget ---- */
+/* ---- allocator: size classes for small blocks, charging the current budget ----
+ * Lua passes the old size on every call, so small blocks need no header: a block of class c is
+ * c * 16 bytes, carved from 64 KiB chunks and kept on a per-class free list once freed. Blocks
+ * above LG_SMALL_MAX go to malloc. This is the per-request hot path (every table and string). */
+
+#define CHUNK_BYTES (64u << 10)
+#define CLASS_OF(n) (((n) + 15) >> 4)
+
+static void *small_alloc(lg_vm_t *vm, size_t n)
+{
+    size_t c = CLASS_OF(n);
+    void *p = vm->free_lists[c];
+    if (p != NULL) {
+        vm->free_lists[c] = *(void **)p;
+        return p;
+    }
+    size_t bytes = c << 4;
+    if (vm->chunk_left < bytes) {
+        char *chunk = malloc(CHUNK_BYTES);
+        if (chunk == NULL)
+            return NULL;
+        *(void **)chunk = vm->chunks; /* chunks are listed through their first 16 bytes */
+        vm->chunks = chunk;
+        vm->chunk_pos = chunk + 16;
+        vm->chunk_left = CHUNK_BYTES - 16;
+    }
+    p = vm->chunk_pos;
+    vm->chunk_pos += bytes;
+    vm->chunk_left -= bytes;
+    return p;
+}
+
+static void small_free(lg_vm_t *vm, void *p, size_t n)
+{
+    size_t c = CLASS_OF(n);
+    *(void **)p = vm->free_lists[c];
+    vm->free_lists[c] = p;
+}
 
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     lg_vm_t *vm = ud;
     lg_budget_t *b = vm->current;
+    if (ptr == NULL)
+        osize = 0;
     if (nsize == 0) {
-        free(ptr);
+        if (ptr == NULL)
+            return NULL;
+        if (osize <= LG_SMALL_MAX)
+            small_free(vm, ptr, osize);
+        else
+            free(ptr);
         vm->bytes -= osize;
         if (b != NULL)
             b->mem_used -= (ssize_t)osize;
@@ -31,9 +75,25 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         b->mem_exceeded = 1;
         return NULL;
     }
-    void *p = realloc(ptr, nsize);
-    if (p == NULL)
-        return nsize <= osize ? ptr : NULL;
+    void *p;
+    if (osize > LG_SMALL_MAX && nsize > LG_SMALL_MAX) {
+        p = realloc(ptr, nsize);
+        if (p == NULL)
+            return nsize <= osize ? ptr : NULL;
+    } else if (ptr != NULL && osize <= LG_SMALL_MAX && nsize <= LG_SMALL_MAX && CLASS_OF(osize) == CLASS_OF(nsize)) {
+        p = ptr;
+    } else {
+        p = nsize <= LG_SMALL_MAX ? small_alloc(vm, nsize) : malloc(nsize);
+        if (p == NULL)
+            return nsize <= osize ? ptr : NULL;
+        if (ptr != NULL) {
+            memcpy(p, ptr, osize < nsize ? osize : nsize);
+            if (osize <= LG_SMALL_MAX)
+                small_free(vm, ptr, osize);
+            else
+                free(ptr);
+        }
+    }
     vm->bytes += nsize - osize;
     if (b != NULL)
         b->mem_used += (ssize_t)nsize - (ssize_t)osize;
@@ -239,6 +299,11 @@ void lg_vm_close(lg_vm_t *vm)
     if (vm->L != NULL)
         lua_close(vm->L);
     vm->L = NULL;
+    while (vm->chunks != NULL) {
+        char *next = *(char **)vm->chunks;
+        free(vm->chunks);
+        vm->chunks = next;
+    }
 }
 
 /* ---- agents ---- */

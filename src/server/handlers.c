@@ -187,7 +187,9 @@ static void on_done(lg_exec_t *e)
             m = msg, mlen = strlen(msg);
             break;
         }
-        lg_buf_printf(b, ",\"duration_ms\":%.3f,\"usage\":{}}", e->duration_ms);
+        lg_buf_lit(b, ",\"duration_ms\":");
+        lg_buf_fixed3(b, e->duration_ms);
+        lg_buf_lit(b, ",\"usage\":{}}");
         break;
     }
     case LG_END_ERROR:
@@ -368,6 +370,7 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     e->owner = l;
     if (e->stream)
         sse_start(l);
+    lg_exec_run(e);
     return 0; /* logged when it ends */
 }
 

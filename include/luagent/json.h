@@ -60,6 +60,9 @@ lg_json_status_t lg_json_encode(lua_State *L, int idx, lg_buf_t *out, int max_de
 
 /** Push the shared array metatable (created on first use, kept in the registry). */
 void lg_json_push_array_mt(lua_State *L);
+/** Is the value at idx a table carrying an array marker (decoded array, json.array(t),
+ *  json.empty_array)? */
+int lg_json_is_array_marked(lua_State *L, int idx);
 /** Push json.null (a lightuserdata NULL). */
 void lg_json_push_null(lua_State *L);
 int lg_json_is_null(lua_State *L, int idx);

@@ -179,8 +179,7 @@ typedef struct dec {
     const unsigned char *start, *end;
     lg_json_status_t st;
     lg_json_error_t *err;
-    char *heap;        /* scratch when `local` is too small */
-    size_t heap_cap;
+    lg_buf_t heap;     /* scratch when `local` is too small */
     char local[DEC_SCRATCH];
 } dec_t;
 
@@ -218,17 +217,8 @@ static char *dec_scratch(dec_t *d, size_t n)
 {
     if (n <= sizeof d->local)
         return d->local;
-    if (n > d->heap_cap) {
-        size_t cap = d->heap_cap ? d->heap_cap : 1024;
-        while (cap < n)
-            cap *= 2;
-        char *p = realloc(d->heap, cap);
-        if (p == NULL)
-            abort();
-        d->heap = p;
-        d->heap_cap = cap;
-    }
-    return d->heap;
+    d->heap.len = 0; /* callers write from the start */
+    return lg_buf_reserve(&d->heap, n);
 }
 
 static inline const unsigned char *skip_ws(const unsigned char *p, const unsigned char *end)
@@ -521,8 +511,7 @@ lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max
     d.end = d.start + len;
     d.st = LG_JSON_OK;
     d.err = err;
-    d.heap = NULL;
-    d.heap_cap = 0;
+    d.heap = (lg_buf_t){0};
     if (err) {
         err->offset = 0;
         err->msg[0] = '\0';
@@ -694,14 +683,14 @@ finish:
     lua_replace(L, mtslot);
     if (frames != local_frames)
         free(frames);
-    free(d.heap);
+    lg_buf_free(&d.heap);
     return LG_JSON_OK;
 
 fail:
     lua_settop(L, base);
     if (frames != local_frames)
         free(frames);
-    free(d.heap);
+    lg_buf_free(&d.heap);
     return d.st;
 }
 
@@ -1187,7 +1176,7 @@ static void push_empty_array(lua_State *L)
 }
 
 /* 1 if the table at idx has the array metatable or empty_array's. */
-static int is_marked(lua_State *L, int idx)
+int lg_json_is_array_marked(lua_State *L, int idx)
 {
     if (!lua_getmetatable(L, idx))
         return 0;
@@ -1215,7 +1204,7 @@ static int l_array(lua_State *L)
     }
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    if (is_marked(L, 1))
+    if (lg_json_is_array_marked(L, 1))
         return 1;
     if (lua_getmetatable(L, 1))
         return luaL_error(L, "json.array: the table already has a metatable");
@@ -1229,7 +1218,7 @@ static int l_is_array(lua_State *L)
     int r = 0;
     if (lua_type(L, 1) == LUA_TTABLE) {
         lua_settop(L, 1);
-        r = is_marked(L, 1) || plain_array_len(L, 1) > 0;
+        r = lg_json_is_array_marked(L, 1) || plain_array_len(L, 1) > 0;
     }
     lua_pushboolean(L, r);
     return 1;

@@ -249,17 +249,7 @@ static int wants_sse(h2o_req_t *req)
                                 H2O_STRLIT("text/event-stream")) != SIZE_MAX;
 }
 
-static int is_object(lua_State *L, int idx)
-{
-    if (!lua_istable(L, idx))
-        return 0;
-    if (!lua_getmetatable(L, idx))
-        return 1;
-    lg_json_push_array_mt(L);
-    int arr = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return !arr;
-}
+static int is_object(lua_State *L, int idx) { return lua_istable(L, idx) && !lg_json_is_array_marked(L, idx); }
 
 /* Decode and check the envelope onto e->co, leaving [task, context]. NULL, or an error message
  * with *status and *code set. For the seed route, *name receives the body's "agent". */

@@ -11,12 +11,14 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
 /** Push `luagent.log` (debug/info/warn/error(msg, fields)); lines carry the current execution's ids. */
 void lg_bind_open_log(lua_State *L);
+/** Push `luagent.http` (request). */
+void lg_bind_open_http(lua_State *L);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
 

@@ -32,6 +32,15 @@ typedef struct lg_rt lg_rt_t;
 typedef struct lg_exec lg_exec_t;
 typedef void (*lg_cleanup_fn)(lg_exec_t *e, void *data);
 
+/** Something an execution owns besides its pending operation (an open HTTP stream, a DB
+ *  connection on loan): released when the execution ends, whatever the path, unless its owner
+ *  disowned it first. */
+typedef struct lg_resource lg_resource_t;
+struct lg_resource {
+    void (*release)(lg_resource_t *r);
+    lg_resource_t *prev, *next;
+};
+
 typedef enum { LG_EXEC_NEW, LG_EXEC_READY, LG_EXEC_RUNNING, LG_EXEC_WAITING, LG_EXEC_DONE } lg_exec_state_t;
 typedef enum { LG_END_OK, LG_END_ERROR, LG_END_TIMEOUT, LG_END_MEMORY, LG_END_CANCELLED } lg_exec_end_t;
 
@@ -58,6 +67,7 @@ struct lg_exec {
     int yielding;               /* set by lg_sched_yield: the yield was ours */
     int cancel_requested;
     lg_exec_t *prev, *next;     /* ready queue links */
+    lg_resource_t *resources;   /* owned, released at the end */
     const lg_exec_ops_t *ops;
     void *owner;
     int stream;                 /* the client asked for SSE */
@@ -84,6 +94,7 @@ struct lg_rt {
     int agents_ref;             /* registry: name -> {execute, version, config, timeout_ms, gen} */
     uint64_t agents_gen;        /* registry generation last synced */
     void *owner;                /* the worker, when serving */
+    struct lg_curlm *curl;      /* libcurl multi driven by this loop */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
 };
@@ -116,6 +127,9 @@ void lg_exec_run(lg_exec_t *e);
 /** Stop an execution from outside (client disconnect, drain): runs the pending cleanup and calls
  *  on_done with LG_END_CANCELLED (at once, or when the running slice returns). */
 void lg_exec_cancel(lg_exec_t *e);
+
+void lg_exec_own(lg_exec_t *e, lg_resource_t *r);
+void lg_exec_disown(lg_exec_t *e, lg_resource_t *r);
 
 /** The execution running on this VM right now, or NULL. */
 lg_exec_t *lg_sched_current(lua_State *L);

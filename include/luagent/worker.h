@@ -25,6 +25,8 @@ struct lg_worker {
     int wake_fd;
     h2o_socket_t *wake_sock;
     lg_buf_t scratch; /* reply bodies are built here, then copied into the request by h2o */
+    struct lg_link *links;   /* HTTP executions in flight (handlers.c) */
+    lg_timer_t client_watch; /* looks for clients that went away (handlers.c) */
     int started;
 };
 

@@ -140,4 +140,6 @@ void lg_bind_open(lua_State *L)
     lua_setfield(L, -2, "json");
     lg_bind_open_crypto(L);
     lua_setfield(L, -2, "crypto");
+    lg_bind_open_http(L);
+    lua_setfield(L, -2, "http");
 }

@@ -7,6 +7,7 @@
 
 #include "luagent/agents.h"
 #include "luagent/bind.h"
+#include "luagent/curlm.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
 
@@ -162,18 +163,18 @@ int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop)
     rt->agents_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     rt->agents_gen = (uint64_t)-1;
     make_ctx_mt(L);
+    if (loop != NULL)
+        rt->curl = lg_curlm_new(loop, &rt->timers);
     return 0;
 }
 
 void lg_rt_dispose(lg_rt_t *rt)
 {
+    lg_rt_cancel_all(rt); /* every execution ends: pending operations and owned resources released */
     while (rt->ready_head != NULL)
         lg_exec_cancel(rt->ready_head);
-    while (rt->timers.n > 0) {
-        lg_timer_t *t = rt->timers.v[0];
-        lg_timers_del(&rt->timers, t);
-        t->cb(t); /* deadline timers end their executions */
-    }
+    lg_curlm_free(rt->curl);
+    rt->curl = NULL;
     lg_timers_free(&rt->timers);
     lg_vm_close(&rt->vm);
     while (rt->free_execs != NULL) {
@@ -316,6 +317,11 @@ static void finish(lg_exec_t *e, lg_exec_end_t end)
         e->cleanup = NULL;
         fn(e, e->cleanup_data);
     }
+    while (e->resources != NULL) {
+        lg_resource_t *r = e->resources;
+        lg_exec_disown(e, r);
+        r->release(r);
+    }
     e->state = LG_EXEC_DONE;
     e->end = end;
     e->duration_ms = (double)(lg_now_mono_ns() - e->start_ns) / 1e6;
@@ -391,6 +397,26 @@ static void resume(lg_exec_t *e)
         log_agent_error(e);
         finish(e, LG_END_ERROR);
     }
+}
+
+void lg_exec_own(lg_exec_t *e, lg_resource_t *r)
+{
+    r->prev = NULL;
+    r->next = e->resources;
+    if (e->resources != NULL)
+        e->resources->prev = r;
+    e->resources = r;
+}
+
+void lg_exec_disown(lg_exec_t *e, lg_resource_t *r)
+{
+    if (r->prev != NULL)
+        r->prev->next = r->next;
+    else if (e->resources == r)
+        e->resources = r->next;
+    if (r->next != NULL)
+        r->next->prev = r->prev;
+    r->prev = r->next = NULL;
 }
 
 void lg_exec_run(lg_exec_t *e)

@@ -1,6 +1,8 @@
 /* Route handlers: health/info, agent listing, and executions (JSON or SSE). */
+#include <errno.h>
 #include <lauxlib.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,11 +23,74 @@ typedef struct lg_link {
     h2o_generator_t gen; /* SSE: first member, h2o hands it back to proceed/stop */
     h2o_req_t *req;      /* NULL once the request is gone */
     lg_exec_t *exec;     /* NULL once the execution ended */
-    int streaming, sending, final_queued, final_sent;
+    struct lg_link *prev, *next; /* the worker's executions in flight (client watch) */
+    int streaming, sending, final_queued, final_sent, client_gone;
     lg_buf_t pending, inflight;
+    lg_worker_t *worker;
     uint64_t start_ns;
     char request_id[72];
 } lg_link_t;
+
+/* ---- in-flight list and the client watch ----
+ * h2o 2.2 does not read from an HTTP/1 connection while its request is being handled, so it only
+ * learns that a client went away when a write fails. Once a second, the worker peeks at the
+ * sockets of executions older than CLIENT_WATCH_MS; at EOF or a reset the execution is cancelled
+ * (its upstream calls with it) and a 499 is written, which makes h2o close the connection. */
+
+#define CLIENT_WATCH_MS 500
+
+static void watch_fired(lg_timer_t *t);
+
+static void link_track(lg_worker_t *w, lg_link_t *l)
+{
+    l->prev = NULL;
+    l->next = w->links;
+    if (w->links != NULL)
+        w->links->prev = l;
+    w->links = l;
+    if (!lg_timer_active(&w->client_watch)) {
+        w->client_watch.cb = watch_fired;
+        lg_timers_add(&w->rt.timers, &w->client_watch, lg_now_mono_ms() + 1000);
+    }
+}
+
+static void link_untrack(lg_worker_t *w, lg_link_t *l)
+{
+    if (l->prev != NULL)
+        l->prev->next = l->next;
+    else if (w->links == l)
+        w->links = l->next;
+    if (l->next != NULL)
+        l->next->prev = l->prev;
+    l->prev = l->next = NULL;
+}
+
+static int client_gone(h2o_req_t *req)
+{
+    h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
+    if (fd < 0 || sock->ssl != NULL)
+        return 0;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+static void watch_fired(lg_timer_t *t)
+{
+    lg_worker_t *w = (lg_worker_t *)((char *)t - offsetof(lg_worker_t, client_watch));
+    uint64_t now_ns = lg_now_mono_ns();
+    for (lg_link_t *l = w->links, *next; l != NULL; l = next) {
+        next = l->next;
+        if (l->exec != NULL && l->req != NULL && now_ns - l->start_ns > CLIENT_WATCH_MS * 1000000ull &&
+            client_gone(l->req)) {
+            l->client_gone = 1;
+            lg_exec_cancel(l->exec);
+        }
+    }
+    if (w->links != NULL)
+        lg_timers_add(&w->rt.timers, &w->client_watch, lg_now_mono_ms() + 1000);
+}
 
 /* ---- SSE ---- */
 
@@ -90,6 +155,7 @@ static void link_dispose(void *p)
 {
     lg_link_t *l = p;
     link_abandon(l);
+    link_untrack(l->worker, l);
     lg_buf_free(&l->pending);
     lg_buf_free(&l->inflight);
 }
@@ -159,6 +225,7 @@ static void on_done(lg_exec_t *e)
     lg_link_t *l = e->owner;
     h2o_req_t *req = l->req;
     l->exec = NULL;
+    link_untrack(l->worker, l);
     if (req == NULL) {
         lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
         return;
@@ -206,8 +273,11 @@ static void on_done(lg_exec_t *e)
         m = msg, mlen = strlen(msg);
         break;
     case LG_END_CANCELLED:
-        status = 503, code = "unavailable";
-        m = "the execution was cancelled: the server is shutting down", mlen = strlen(m);
+        if (l->client_gone)
+            status = 499, code = "client_closed", m = "the client closed the connection";
+        else
+            status = 503, code = "unavailable", m = "the execution was cancelled: the server is shutting down";
+        mlen = strlen(m);
         break;
     }
     if (code != NULL) {
@@ -355,6 +425,8 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     memset(l, 0, sizeof(*l));
     l->req = req;
     l->exec = e;
+    l->worker = w;
+    link_track(w, l);
     l->start_ns = start_ns;
     memcpy(l->request_id, request_id, strlen(request_id) + 1);
     e->owner = l;

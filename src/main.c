@@ -96,9 +96,11 @@ static int cmd_run(const lg_config_t *cfg, int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (lg_registry_init(cfg->agents_dir, (size_t)cfg->memory_limit_mb << 20) != 0)
+    if (lg_registry_init(LG_SCRIPT_AGENT, cfg->agents_dir, (size_t)cfg->memory_limit_mb << 20) != 0)
         return 1;
-    lg_registry_scan();
+    lg_registry_scan(LG_SCRIPT_AGENT);
+    if (lg_registry_init(LG_SCRIPT_PROVIDER, cfg->providers_dir, (size_t)cfg->memory_limit_mb << 20) == 0)
+        lg_registry_scan(LG_SCRIPT_PROVIDER);
     h2o_evloop_t *loop = h2o_evloop_create();
     lg_rt_t rt;
     if (lg_rt_init(&rt, cfg, loop) != 0)
@@ -145,11 +147,11 @@ static void print_entry(void *ud, const lg_agent_entry_t *e)
 static int cmd_check(const lg_config_t *cfg, const char *dir)
 {
     lg_log_setup(LG_LOG_ERROR, cfg->log_format, NULL); /* the report below says it all */
-    if (lg_registry_init(dir, (size_t)cfg->memory_limit_mb << 20) != 0)
+    if (lg_registry_init(LG_SCRIPT_AGENT, dir, (size_t)cfg->memory_limit_mb << 20) != 0)
         return 1;
-    lg_registry_scan();
-    lg_registry_each(print_entry, NULL);
-    size_t errors = lg_registry_error_count(), n = lg_registry_count();
+    lg_registry_scan(LG_SCRIPT_AGENT);
+    lg_registry_each(LG_SCRIPT_AGENT, print_entry, NULL);
+    size_t errors = lg_registry_error_count(LG_SCRIPT_AGENT), n = lg_registry_count(LG_SCRIPT_AGENT);
     printf("%zu agents, %zu with errors\n", n, errors);
     lg_registry_dispose();
     return errors ? 1 : 0;

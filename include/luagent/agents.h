@@ -1,5 +1,5 @@
 /**
- * agents.h - a runtime's own copy of the agents: each worker VM loads the registry's sources
+ * agents.h - a runtime's own copy of the agents and providers: each worker VM loads the registry's sources
  * (registry.h) lazily, before its next execution after a change. Executions already running keep
  * the function they started with, so they finish on the old version.
  */
@@ -9,12 +9,21 @@
 #include "luagent/sched.h"
 
 /** Record fields, at these array indices of the record table. */
-enum { LG_AGENT_EXECUTE = 1, LG_AGENT_VERSION, LG_AGENT_CONFIG, LG_AGENT_TIMEOUT, LG_AGENT_GEN, LG_AGENT_STAMP };
+enum {
+    LG_AGENT_EXECUTE = 1, /* agents only */
+    LG_AGENT_VERSION,
+    LG_AGENT_CONFIG,      /* agents only */
+    LG_AGENT_TIMEOUT,     /* agents only */
+    LG_AGENT_GEN,
+    LG_AGENT_STAMP,
+    LG_REC_MODULE,        /* the table the file returned */
+};
 
-/** Bring this runtime's agents in line with the registry (cheap when nothing changed). */
+/** Bring this runtime's agents and providers in line with the registry (cheap when nothing changed). */
 void lg_agents_sync(lg_rt_t *rt);
-/** Push the record of agent `name` on L (a thread of rt's VM) and return 1, or push nothing and
- *  return 0 when there is no such agent. Syncs first. */
-int lg_agents_push(lg_rt_t *rt, lua_State *L, const char *name, size_t len);
+/** Push the record of script `name` on L (a thread of rt's VM) and return 1, or push nothing and
+ *  return 0 when there is no such script. Syncs that kind first. */
+int lg_scripts_push(lg_rt_t *rt, lg_script_kind_t kind, lua_State *L, const char *name, size_t len);
+#define lg_agents_push(rt, L, name, len) lg_scripts_push((rt), LG_SCRIPT_AGENT, (L), (name), (len))
 
 #endif

@@ -1,5 +1,7 @@
 /**
- * registry.h - the process-wide agent registry: what is in the agents directory, validated.
+ * registry.h - the process-wide script registries: what is in the agents directory and in the
+ * providers directory, validated. Agents and providers are handled the same way; only the
+ * contract their files must meet differs (vm.h).
  *
  * One thread (the main thread, which also watches the directory) calls lg_registry_scan(); it reads
  * every `*.lua` under the directory (nested folders name agents with dots: team/review.lua ->
@@ -18,6 +20,7 @@
 #include <stdint.h>
 
 #include "luagent/buf.h"
+#include "luagent/vm.h"
 
 typedef struct lg_agent_entry {
     char *name;         /* "team.review" */
@@ -35,19 +38,21 @@ typedef struct lg_agent_entry {
     int mark;
 } lg_agent_entry_t;
 
-/** Set the directory and the memory limit for top-level code. Call once before any scan. */
-int lg_registry_init(const char *dir, size_t mem_limit);
+/** Set a kind's directory and the memory limit for top-level code. Call before its first scan. A
+ *  kind never initialised stays empty. */
+int lg_registry_init(lg_script_kind_t kind, const char *dir, size_t mem_limit);
+/** Free every kind and the validation VM. */
 void lg_registry_dispose(void);
-/** Bring the registry in line with the directory. Returns the number of agents changed. */
-int lg_registry_scan(void);
+/** Bring the registry in line with the directory. Returns the number of scripts changed. */
+int lg_registry_scan(lg_script_kind_t kind);
 /** Errors found by the last scans that are still present (for `luagent check`). */
-size_t lg_registry_error_count(void);
-uint64_t lg_registry_gen(void);
-size_t lg_registry_count(void);
+size_t lg_registry_error_count(lg_script_kind_t kind);
+uint64_t lg_registry_gen(lg_script_kind_t kind);
+size_t lg_registry_count(lg_script_kind_t kind);
 /** Call fn for every entry with the registry locked; fn must only copy what it needs. */
-void lg_registry_each(void (*fn)(void *ud, const lg_agent_entry_t *e), void *ud);
-/** Append {"items": [...]} (sorted by name) or one agent's object; the latter returns -1 if unknown. */
-void lg_registry_json_all(lg_buf_t *out);
-int lg_registry_json_one(lg_buf_t *out, const char *name, size_t len);
+void lg_registry_each(lg_script_kind_t kind, void (*fn)(void *ud, const lg_agent_entry_t *e), void *ud);
+/** Append {"items": [...]} (sorted by name) or one script's object; the latter returns -1 if unknown. */
+void lg_registry_json_all(lg_script_kind_t kind, lg_buf_t *out);
+int lg_registry_json_one(lg_script_kind_t kind, lg_buf_t *out, const char *name, size_t len);
 
 #endif

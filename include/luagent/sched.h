@@ -91,8 +91,8 @@ struct lg_rt {
     size_t inflight;
     int *pool;                  /* registry refs of idle coroutines */
     size_t npool, cappool;
-    int agents_ref;             /* registry: name -> {execute, version, config, timeout_ms, gen} */
-    uint64_t agents_gen;        /* registry generation last synced */
+    int scripts_ref[LG_SCRIPT_KINDS];     /* registry: name -> record (agents.h), per kind */
+    uint64_t scripts_gen[LG_SCRIPT_KINDS]; /* registry generation last synced, per kind */
     void *owner;                /* the worker, when serving */
     struct lg_curlm *curl;      /* libcurl multi driven by this loop */
     lg_exec_t *free_execs;      /* recycled execution structs */

@@ -53,14 +53,19 @@ void lg_vm_close(lg_vm_t *vm);
 /** The VM a lua_State (or any of its coroutines) belongs to. */
 lg_vm_t *lg_vm_of(lua_State *L);
 
-/** Compile `src` as the agent `name` in a fresh sandbox and run its top level (under the load
+typedef enum { LG_SCRIPT_AGENT = 0, LG_SCRIPT_PROVIDER, LG_SCRIPT_KINDS } lg_script_kind_t;
+
+/** Compile `src` as a script of `kind` in a fresh sandbox and run its top level (under the load
  *  budget). On success pushes the module table and returns 0. On failure pushes nothing, writes a
  *  one-line message to err ("hello.lua:3: '=' expected near 'x'") and returns -1.
  *  The module contract: a table with a function `execute`; optional `description` (string),
  *  `input` (table: JSON schema), `timeout_ms` (positive number), `config` (table),
- *  `cache_ttl` (number >= 0). */
-int lg_vm_load_agent(lg_vm_t *vm, const char *chunkname, const char *src, size_t len, size_t mem_limit, char *err,
-                     size_t errlen);
+ *  `cache_ttl` (number >= 0). A provider (docs/providers.md): a table with either `local_call` or both
+ *  `build_request` and `parse_response` functions; `stream_init`, `stream_event`, `stream_finish`,
+ *  `classify_error` functions, `name`/`default_model`/`default_base_url` strings and a `families`
+ *  table are optional. */
+int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname, const char *src, size_t len,
+                      size_t mem_limit, char *err, size_t errlen);
 
 /** Push a new sandbox environment table (see above). Used by lg_vm_load_agent and tests. */
 void lg_vm_sandbox_env(lua_State *L);

@@ -16,6 +16,7 @@ typedef struct pending {
 } pending_t;
 
 typedef struct sync_ctx {
+    lg_script_kind_t kind;
     lua_State *L;
     int agents;       /* stack index of the agents table */
     double stamp;
@@ -59,10 +60,11 @@ static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
     lua_State *L = s->L;
     char chunkname[512], err[1024];
     snprintf(chunkname, sizeof(chunkname), "=%s", p->relpath);
-    if (lg_vm_load_agent(&rt->vm, chunkname, p->source, p->len, (size_t)rt->cfg->memory_limit_mb << 20, err,
-                         sizeof(err)) != 0) {
+    if (lg_vm_load_script(&rt->vm, s->kind, chunkname, p->source, p->len, (size_t)rt->cfg->memory_limit_mb << 20, err,
+                          sizeof(err)) != 0) {
         /* it loaded in the validator: this is rare (non-deterministic top level); keep the old one */
-        lg_log(LG_LOG_ERROR, "agent %s version %s failed to load in a worker: %s", p->name, p->version, err);
+        lg_log(LG_LOG_ERROR, "%s %s version %s failed to load in a worker: %s",
+               s->kind == LG_SCRIPT_AGENT ? "agent" : "provider", p->name, p->version, err);
         lua_getfield(L, s->agents, p->name);
         if (lua_istable(L, -1)) {
             lua_pushnumber(L, s->stamp);
@@ -72,7 +74,9 @@ static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
         return;
     }
     int mod = lua_gettop(L);
-    lua_createtable(L, 6, 0);
+    lua_createtable(L, LG_REC_MODULE, 0);
+    lua_pushvalue(L, mod);
+    lua_rawseti(L, -2, LG_REC_MODULE);
     lua_getfield(L, mod, "execute");
     lua_rawseti(L, -2, LG_AGENT_EXECUTE);
     lua_pushstring(L, p->version);
@@ -95,16 +99,16 @@ static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
     lua_settop(L, mod - 1);
 }
 
-void lg_agents_sync(lg_rt_t *rt)
+static void sync_kind(lg_rt_t *rt, lg_script_kind_t kind)
 {
-    uint64_t gen = lg_registry_gen();
-    if (gen == rt->agents_gen)
+    uint64_t gen = lg_registry_gen(kind);
+    if (gen == rt->scripts_gen[kind])
         return;
     lua_State *L = rt->vm.L;
     int top = lua_gettop(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->agents_ref);
-    sync_ctx_t s = {.L = L, .agents = lua_gettop(L), .stamp = (double)gen};
-    lg_registry_each(collect, &s);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->scripts_ref[kind]);
+    sync_ctx_t s = {.kind = kind, .L = L, .agents = lua_gettop(L), .stamp = (double)gen};
+    lg_registry_each(kind, collect, &s);
     while (s.todo != NULL) {
         pending_t *p = s.todo;
         s.todo = p->next;
@@ -127,13 +131,19 @@ void lg_agents_sync(lg_rt_t *rt)
         }
     }
     lua_settop(L, top);
-    rt->agents_gen = gen;
+    rt->scripts_gen[kind] = gen;
 }
 
-int lg_agents_push(lg_rt_t *rt, lua_State *L, const char *name, size_t len)
+void lg_agents_sync(lg_rt_t *rt)
 {
-    lg_agents_sync(rt);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->agents_ref);
+    sync_kind(rt, LG_SCRIPT_AGENT);
+    sync_kind(rt, LG_SCRIPT_PROVIDER);
+}
+
+int lg_scripts_push(lg_rt_t *rt, lg_script_kind_t kind, lua_State *L, const char *name, size_t len)
+{
+    sync_kind(rt, kind);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->scripts_ref[kind]);
     lua_pushlstring(L, name, len);
     lua_rawget(L, -2);
     lua_remove(L, -2);

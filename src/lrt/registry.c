@@ -20,26 +20,35 @@
 #define MAX_SOURCE_BYTES (4u << 20)
 #define MAX_DEPTH 8
 
-static struct {
+typedef struct reg {
     pthread_mutex_t mu;
     lg_agent_entry_t **v;
     size_t n, cap;
     _Atomic uint64_t gen;
     char *dir;
-    size_t mem_limit;
-    lg_vm_t vm;
-    int vm_open;
-} R = {.mu = PTHREAD_MUTEX_INITIALIZER};
+    lg_script_kind_t kind;
+} reg_t;
 
-int lg_registry_init(const char *dir, size_t mem_limit)
+static reg_t regs[LG_SCRIPT_KINDS] = {{.mu = PTHREAD_MUTEX_INITIALIZER, .kind = LG_SCRIPT_AGENT},
+                                       {.mu = PTHREAD_MUTEX_INITIALIZER, .kind = LG_SCRIPT_PROVIDER}};
+static lg_vm_t validator; /* the main thread's VM: every file is validated here once */
+static int validator_open;
+static size_t mem_limit;
+
+static const char *const kind_names[] = {"agent", "provider"};
+static const char *const msg_loaded[] = {"agent loaded", "provider loaded"};
+static const char *const msg_failed[] = {"agent failed to load", "provider failed to load"};
+
+int lg_registry_init(lg_script_kind_t kind, const char *dir, size_t limit)
 {
-    free(R.dir);
-    R.dir = strdup(dir);
-    R.mem_limit = mem_limit;
-    if (!R.vm_open) {
-        if (lg_vm_open(&R.vm, NULL) != 0)
+    reg_t *r = &regs[kind];
+    free(r->dir);
+    r->dir = strdup(dir);
+    mem_limit = limit;
+    if (!validator_open) {
+        if (lg_vm_open(&validator, NULL) != 0)
             return -1;
-        R.vm_open = 1;
+        validator_open = 1;
     }
     return 0;
 }
@@ -57,27 +66,30 @@ static void entry_free(lg_agent_entry_t *e)
 
 void lg_registry_dispose(void)
 {
-    pthread_mutex_lock(&R.mu);
-    for (size_t i = 0; i < R.n; i++)
-        entry_free(R.v[i]);
-    free(R.v);
-    R.v = NULL;
-    R.n = R.cap = 0;
-    pthread_mutex_unlock(&R.mu);
-    if (R.vm_open)
-        lg_vm_close(&R.vm);
-    R.vm_open = 0;
-    free(R.dir);
-    R.dir = NULL;
+    for (int k = 0; k < LG_SCRIPT_KINDS; k++) {
+        reg_t *r = &regs[k];
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < r->n; i++)
+            entry_free(r->v[i]);
+        free(r->v);
+        r->v = NULL;
+        r->n = r->cap = 0;
+        free(r->dir);
+        r->dir = NULL;
+        pthread_mutex_unlock(&r->mu);
+    }
+    if (validator_open)
+        lg_vm_close(&validator);
+    validator_open = 0;
 }
 
-uint64_t lg_registry_gen(void) { return atomic_load_explicit(&R.gen, memory_order_acquire); }
+uint64_t lg_registry_gen(lg_script_kind_t kind) { return atomic_load_explicit(&regs[kind].gen, memory_order_acquire); }
 
-static lg_agent_entry_t *find(const char *name, size_t len)
+static lg_agent_entry_t *find(reg_t *R, const char *name, size_t len)
 {
-    for (size_t i = 0; i < R.n; i++)
-        if (strlen(R.v[i]->name) == len && memcmp(R.v[i]->name, name, len) == 0)
-            return R.v[i];
+    for (size_t i = 0; i < R->n; i++)
+        if (strlen(R->v[i]->name) == len && memcmp(R->v[i]->name, name, len) == 0)
+            return R->v[i];
     return NULL;
 }
 
@@ -134,7 +146,7 @@ static void set_str(char **slot, char *value)
     *slot = value;
 }
 
-static int examine(const char *relpath, const char *path)
+static int examine(reg_t *R, const char *relpath, const char *path)
 {
     char err[1024];
     char *name = agent_name(relpath);
@@ -148,22 +160,22 @@ static int examine(const char *relpath, const char *path)
     if (src != NULL)
         lg_sha256_hex(src, len, hash);
 
-    pthread_mutex_lock(&R.mu);
-    lg_agent_entry_t *e = find(name, strlen(name));
+    pthread_mutex_lock(&R->mu);
+    lg_agent_entry_t *e = find(R, name, strlen(name));
     if (e == NULL) {
         e = calloc(1, sizeof(*e));
         e->name = name;
         e->relpath = strdup(relpath);
-        if (R.n == R.cap) {
-            R.cap = R.cap ? R.cap * 2 : 16;
-            R.v = realloc(R.v, R.cap * sizeof(*R.v));
+        if (R->n == R->cap) {
+            R->cap = R->cap ? R->cap * 2 : 16;
+            R->v = realloc(R->v, R->cap * sizeof(*R->v));
         }
-        R.v[R.n++] = e;
+        R->v[R->n++] = e;
         name = NULL;
     }
     e->mark = 1;
     int unchanged = src != NULL && strcmp(e->seen_hash, hash) == 0;
-    pthread_mutex_unlock(&R.mu);
+    pthread_mutex_unlock(&R->mu);
     free(name);
     if (unchanged) {
         free(src);
@@ -172,10 +184,10 @@ static int examine(const char *relpath, const char *path)
 
     char chunkname[512];
     snprintf(chunkname, sizeof(chunkname), "=%s", relpath);
-    lua_State *L = R.vm.L;
+    lua_State *L = validator.L;
     char *description = NULL, *input_json = NULL;
     int timeout_ms = 0, ok = 0;
-    if (src != NULL && lg_vm_load_agent(&R.vm, chunkname, src, len, R.mem_limit, err, sizeof(err)) == 0) {
+    if (src != NULL && lg_vm_load_script(&validator, R->kind, chunkname, src, len, mem_limit, err, sizeof(err)) == 0) {
         ok = 1;
         lua_getfield(L, -1, "description");
         if (lua_isstring(L, -1))
@@ -198,7 +210,7 @@ static int examine(const char *relpath, const char *path)
         lua_gc(L, LUA_GCCOLLECT, 0);
     }
 
-    pthread_mutex_lock(&R.mu);
+    pthread_mutex_lock(&R->mu);
     set_str(&e->relpath, strdup(relpath));
     memcpy(e->seen_hash, hash, sizeof(hash));
     if (ok) {
@@ -211,7 +223,7 @@ static int examine(const char *relpath, const char *path)
         e->timeout_ms = timeout_ms;
         set_str(&e->error, NULL);
         e->updated_at_ms = lg_now_epoch_ms();
-        e->gen = atomic_fetch_add(&R.gen, 1) + 1;
+        e->gen = atomic_fetch_add(&R->gen, 1) + 1;
     } else {
         free(src);
         free(description);
@@ -220,16 +232,16 @@ static int examine(const char *relpath, const char *path)
     }
     char version[17];
     memcpy(version, e->version, sizeof(version));
-    pthread_mutex_unlock(&R.mu);
+    pthread_mutex_unlock(&R->mu);
 
     lg_buf_t b = {0};
     if (ok) {
-        lg_log_begin(&b, LG_LOG_INFO, LG_STRLIT("agent loaded"));
-        lg_log_kv_cstr(&b, "agent", e->name);
+        lg_log_begin(&b, LG_LOG_INFO, msg_loaded[R->kind], strlen(msg_loaded[R->kind]));
+        lg_log_kv_cstr(&b, kind_names[R->kind], e->name);
         lg_log_kv_cstr(&b, "version", version);
     } else {
-        lg_log_begin(&b, LG_LOG_ERROR, LG_STRLIT("agent failed to load"));
-        lg_log_kv_cstr(&b, "agent", e->name);
+        lg_log_begin(&b, LG_LOG_ERROR, msg_failed[R->kind], strlen(msg_failed[R->kind]));
+        lg_log_kv_cstr(&b, kind_names[R->kind], e->name);
         lg_log_kv_cstr(&b, "error", err);
         if (*version)
             lg_log_kv_cstr(&b, "serving_version", version);
@@ -239,7 +251,7 @@ static int examine(const char *relpath, const char *path)
     return ok;
 }
 
-static int walk(const char *dir, const char *rel, int depth)
+static int walk(reg_t *R, const char *dir, const char *rel, int depth)
 {
     DIR *d = opendir(dir);
     if (d == NULL)
@@ -258,64 +270,70 @@ static int walk(const char *dir, const char *rel, int depth)
             continue;
         size_t nl = strlen(n);
         if (S_ISDIR(st.st_mode) && depth < MAX_DEPTH)
-            changed += walk(path, relpath, depth + 1);
+            changed += walk(R, path, relpath, depth + 1);
         else if (S_ISREG(st.st_mode) && nl > 4 && strcmp(n + nl - 4, ".lua") == 0)
-            changed += examine(relpath, path);
+            changed += examine(R, relpath, path);
     }
     closedir(d);
     return changed;
 }
 
-int lg_registry_scan(void)
+int lg_registry_scan(lg_script_kind_t kind)
 {
-    pthread_mutex_lock(&R.mu);
-    for (size_t i = 0; i < R.n; i++)
-        R.v[i]->mark = 0;
-    pthread_mutex_unlock(&R.mu);
-    int changed = walk(R.dir, "", 0);
-    pthread_mutex_lock(&R.mu);
+    reg_t *R = &regs[kind];
+    if (R->dir == NULL)
+        return 0;
+    pthread_mutex_lock(&R->mu);
+    for (size_t i = 0; i < R->n; i++)
+        R->v[i]->mark = 0;
+    pthread_mutex_unlock(&R->mu);
+    int changed = walk(R, R->dir, "", 0);
+    pthread_mutex_lock(&R->mu);
     size_t j = 0;
-    for (size_t i = 0; i < R.n; i++) {
-        lg_agent_entry_t *e = R.v[i];
+    for (size_t i = 0; i < R->n; i++) {
+        lg_agent_entry_t *e = R->v[i];
         if (e->mark) {
-            R.v[j++] = e;
+            R->v[j++] = e;
             continue;
         }
-        lg_log(LG_LOG_INFO, "agent removed: %s", e->name);
+        lg_log(LG_LOG_INFO, "%s removed: %s", kind_names[R->kind], e->name);
         entry_free(e);
-        atomic_fetch_add(&R.gen, 1);
+        atomic_fetch_add(&R->gen, 1);
         changed++;
     }
-    R.n = j;
-    qsort(R.v, R.n, sizeof(*R.v), cmp_entry);
-    pthread_mutex_unlock(&R.mu);
+    R->n = j;
+    qsort(R->v, R->n, sizeof(*R->v), cmp_entry);
+    pthread_mutex_unlock(&R->mu);
     return changed;
 }
 
-size_t lg_registry_error_count(void)
+size_t lg_registry_error_count(lg_script_kind_t kind)
 {
+    reg_t *R = &regs[kind];
     size_t n = 0;
-    pthread_mutex_lock(&R.mu);
-    for (size_t i = 0; i < R.n; i++)
-        n += R.v[i]->error != NULL;
-    pthread_mutex_unlock(&R.mu);
+    pthread_mutex_lock(&R->mu);
+    for (size_t i = 0; i < R->n; i++)
+        n += R->v[i]->error != NULL;
+    pthread_mutex_unlock(&R->mu);
     return n;
 }
 
-size_t lg_registry_count(void)
+size_t lg_registry_count(lg_script_kind_t kind)
 {
-    pthread_mutex_lock(&R.mu);
-    size_t n = R.n;
-    pthread_mutex_unlock(&R.mu);
+    reg_t *R = &regs[kind];
+    pthread_mutex_lock(&R->mu);
+    size_t n = R->n;
+    pthread_mutex_unlock(&R->mu);
     return n;
 }
 
-void lg_registry_each(void (*fn)(void *ud, const lg_agent_entry_t *e), void *ud)
+void lg_registry_each(lg_script_kind_t kind, void (*fn)(void *ud, const lg_agent_entry_t *e), void *ud)
 {
-    pthread_mutex_lock(&R.mu);
-    for (size_t i = 0; i < R.n; i++)
-        fn(ud, R.v[i]);
-    pthread_mutex_unlock(&R.mu);
+    reg_t *R = &regs[kind];
+    pthread_mutex_lock(&R->mu);
+    for (size_t i = 0; i < R->n; i++)
+        fn(ud, R->v[i]);
+    pthread_mutex_unlock(&R->mu);
 }
 
 static void entry_json(lg_buf_t *out, const lg_agent_entry_t *e)
@@ -348,25 +366,27 @@ static void entry_json(lg_buf_t *out, const lg_agent_entry_t *e)
     lg_buf_putc(out, '}');
 }
 
-void lg_registry_json_all(lg_buf_t *out)
+void lg_registry_json_all(lg_script_kind_t kind, lg_buf_t *out)
 {
+    reg_t *R = &regs[kind];
     lg_buf_lit(out, "{\"items\":[");
-    pthread_mutex_lock(&R.mu);
-    for (size_t i = 0; i < R.n; i++) {
+    pthread_mutex_lock(&R->mu);
+    for (size_t i = 0; i < R->n; i++) {
         if (i)
             lg_buf_putc(out, ',');
-        entry_json(out, R.v[i]);
+        entry_json(out, R->v[i]);
     }
-    pthread_mutex_unlock(&R.mu);
+    pthread_mutex_unlock(&R->mu);
     lg_buf_lit(out, "]}");
 }
 
-int lg_registry_json_one(lg_buf_t *out, const char *name, size_t len)
+int lg_registry_json_one(lg_script_kind_t kind, lg_buf_t *out, const char *name, size_t len)
 {
-    pthread_mutex_lock(&R.mu);
-    lg_agent_entry_t *e = find(name, len);
+    reg_t *R = &regs[kind];
+    pthread_mutex_lock(&R->mu);
+    lg_agent_entry_t *e = find(R, name, len);
     if (e != NULL)
         entry_json(out, e);
-    pthread_mutex_unlock(&R.mu);
+    pthread_mutex_unlock(&R->mu);
     return e != NULL ? 0 : -1;
 }

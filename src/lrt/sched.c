@@ -159,9 +159,11 @@ int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop)
     if (lg_vm_open(&rt->vm, rt) != 0)
         return -1;
     lua_State *L = rt->vm.L;
-    lua_newtable(L);
-    rt->agents_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    rt->agents_gen = (uint64_t)-1;
+    for (int k = 0; k < LG_SCRIPT_KINDS; k++) {
+        lua_newtable(L);
+        rt->scripts_ref[k] = luaL_ref(L, LUA_REGISTRYINDEX);
+        rt->scripts_gen[k] = (uint64_t)-1;
+    }
     make_ctx_mt(L);
     if (loop != NULL)
         rt->curl = lg_curlm_new(loop, &rt->timers);

@@ -318,8 +318,8 @@ static const char *check_field(lua_State *L, const char *field, int type, int op
     return lua_typename(L, type);
 }
 
-int lg_vm_load_agent(lg_vm_t *vm, const char *chunkname, const char *src, size_t len, size_t mem_limit, char *err,
-                     size_t errlen)
+int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname, const char *src, size_t len,
+                      size_t mem_limit, char *err, size_t errlen)
 {
     lua_State *L = vm->L;
     int top = lua_gettop(L);
@@ -356,23 +356,37 @@ int lg_vm_load_agent(lg_vm_t *vm, const char *chunkname, const char *src, size_t
     }
     const char *bad = NULL, *field = NULL;
     if (!lua_istable(L, -1)) {
-        snprintf(err, errlen, "%s: the file must return a table with an execute function (got %s)", chunkname + 1,
-                 luaL_typename(L, -1));
+        snprintf(err, errlen, "%s: the file must return a table %s (got %s)", chunkname + 1,
+                 kind == LG_SCRIPT_AGENT ? "with an execute function" : "of provider functions", luaL_typename(L, -1));
         lua_settop(L, top);
         return -1;
     }
-    static const struct { const char *name; int type, optional; } fields[] = {
+    typedef struct { const char *name; int type, optional; } field_t;
+    static const field_t agent_fields[] = {
         {"execute", LUA_TFUNCTION, 0}, {"description", LUA_TSTRING, 1}, {"input", LUA_TTABLE, 1},
-        {"timeout_ms", LUA_TNUMBER, 1}, {"config", LUA_TTABLE, 1},      {"cache_ttl", LUA_TNUMBER, 1},
-    };
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]) && bad == NULL; i++)
-        if ((bad = check_field(L, fields[i].name, fields[i].type, fields[i].optional)) != NULL)
-            field = fields[i].name;
-    if (bad == NULL) {
+        {"timeout_ms", LUA_TNUMBER, 1}, {"config", LUA_TTABLE, 1},      {"cache_ttl", LUA_TNUMBER, 1}, {NULL, 0, 0}};
+    static const field_t provider_fields[] = {
+        {"name", LUA_TSTRING, 1},           {"default_model", LUA_TSTRING, 1},   {"default_base_url", LUA_TSTRING, 1},
+        {"families", LUA_TTABLE, 1},        {"build_request", LUA_TFUNCTION, 1}, {"parse_response", LUA_TFUNCTION, 1},
+        {"stream_init", LUA_TFUNCTION, 1},  {"stream_event", LUA_TFUNCTION, 1},  {"stream_finish", LUA_TFUNCTION, 1},
+        {"classify_error", LUA_TFUNCTION, 1}, {"local_call", LUA_TFUNCTION, 1}, {"description", LUA_TSTRING, 1},
+        {NULL, 0, 0}};
+    for (const field_t *f = kind == LG_SCRIPT_AGENT ? agent_fields : provider_fields; f->name && bad == NULL; f++)
+        if ((bad = check_field(L, f->name, f->type, f->optional)) != NULL)
+            field = f->name;
+    if (bad == NULL && kind == LG_SCRIPT_AGENT) {
         lua_getfield(L, -1, "timeout_ms");
         if (lua_isnumber(L, -1) && !(lua_tonumber(L, -1) >= 1 && lua_tonumber(L, -1) <= 86400000))
             bad = "number from 1 to 86400000", field = "timeout_ms";
         lua_pop(L, 1);
+    }
+    if (bad == NULL && kind == LG_SCRIPT_PROVIDER) {
+        lua_getfield(L, -1, "local_call");
+        lua_getfield(L, -2, "build_request");
+        lua_getfield(L, -3, "parse_response");
+        if (lua_isnil(L, -3) && (lua_isnil(L, -2) || lua_isnil(L, -1)))
+            bad = "function (a provider needs local_call, or build_request and parse_response)", field = "build_request";
+        lua_pop(L, 3);
     }
     if (bad != NULL) {
         snprintf(err, errlen, "%s: field '%s' must be a %s", chunkname + 1, field, bad);

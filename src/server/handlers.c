@@ -477,16 +477,16 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             lg_buf_printf(b,
                           "{\"name\":\"luagent\",\"version\":\"%s\",\"build\":{\"date\":\"%s\",\"compiler\":\"%s\"},"
                           "\"workers\":%d,\"agents\":%zu,\"pid\":%d,\"uptime_s\":%.3f}",
-                          LUAGENT_VERSION, __DATE__, __VERSION__, w->server->nworkers, lg_registry_count(), (int)getpid(),
+                          LUAGENT_VERSION, __DATE__, __VERSION__, w->server->nworkers, lg_registry_count(LG_SCRIPT_AGENT), (int)getpid(),
                           (double)(lg_now_epoch_ms() - w->server->started_ms) / 1000.0);
             reply_buf(req, request_id, b);
             break;
         case LG_ROUTE_AGENTS:
-            lg_registry_json_all(b);
+            lg_registry_json_all(LG_SCRIPT_AGENT, b);
             reply_buf(req, request_id, b);
             break;
         case LG_ROUTE_AGENT:
-            if (lg_registry_json_one(b, route.name, route.name_len) == 0) {
+            if (lg_registry_json_one(LG_SCRIPT_AGENT, b, route.name, route.name_len) == 0) {
                 reply_buf(req, request_id, b);
             } else {
                 status = 404;

@@ -19,7 +19,7 @@
 static lg_server_t S;
 
 /* Main thread: rescan the agents directory whenever inotify says something changed in it. */
-static void on_agents_changed(int ifd, const char *dir)
+static void on_scripts_changed(int ifd, const lg_config_t *cfg)
 {
     int relevant = lg_inotify_drain(ifd);
     /* coalesce a burst (an editor's write + rename, a git checkout) into one scan */
@@ -28,8 +28,10 @@ static void on_agents_changed(int ifd, const char *dir)
         relevant |= lg_inotify_drain(ifd);
     if (!relevant)
         return;
-    lg_inotify_watch_tree(ifd, dir);
-    lg_registry_scan();
+    lg_inotify_watch_tree(ifd, cfg->agents_dir);
+    lg_inotify_watch_tree(ifd, cfg->providers_dir);
+    lg_registry_scan(LG_SCRIPT_AGENT);
+    lg_registry_scan(LG_SCRIPT_PROVIDER);
 }
 
 static int wait_for_signal(const lg_config_t *cfg, int ifd)
@@ -52,7 +54,7 @@ static int wait_for_signal(const lg_config_t *cfg, int ifd)
             }
         }
         if (ifd >= 0 && (p[1].revents & POLLIN))
-            on_agents_changed(ifd, cfg->agents_dir);
+            on_scripts_changed(ifd, cfg);
     }
     close(sfd);
     return 0;
@@ -75,16 +77,23 @@ int lg_server_run(const lg_config_t *cfg)
     memset(&S, 0, sizeof(S));
     S.cfg = cfg;
     S.started_ms = lg_now_epoch_ms();
-    if (lg_registry_init(cfg->agents_dir, (size_t)cfg->memory_limit_mb << 20) != 0) {
+    size_t mem_limit = (size_t)cfg->memory_limit_mb << 20;
+    if (lg_registry_init(LG_SCRIPT_AGENT, cfg->agents_dir, mem_limit) != 0 ||
+        lg_registry_init(LG_SCRIPT_PROVIDER, cfg->providers_dir, mem_limit) != 0) {
         fprintf(stderr, "luagent: cannot create the Lua VM\n");
         return 1;
     }
     int ifd = lg_inotify_open();
-    if (ifd >= 0)
+    if (ifd >= 0) {
         lg_inotify_watch_tree(ifd, cfg->agents_dir);
+        lg_inotify_watch_tree(ifd, cfg->providers_dir);
+    }
     else
         lg_log(LG_LOG_WARN, "inotify is unavailable (%s): agent files are loaded at start only", strerror(errno));
-    lg_registry_scan();
+    lg_registry_scan(LG_SCRIPT_AGENT);
+    if (stat(cfg->providers_dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        lg_log(LG_LOG_WARN, "LUAGENT_PROVIDERS_DIR '%s' is not a directory: luagent.ai has no providers", cfg->providers_dir);
+    lg_registry_scan(LG_SCRIPT_PROVIDER);
 
     h2o_config_init(&S.globalconf);
     S.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("luagent"));
@@ -118,7 +127,7 @@ int lg_server_run(const lg_config_t *cfg)
              strchr(cfg->listen_host, ':') ? "]" : "", cfg->listen_port);
     lg_log_kv_cstr(&b, "url", url);
     lg_log_kv_int(&b, "workers", S.nworkers);
-    lg_log_kv_int(&b, "agents", (int64_t)lg_registry_count());
+    lg_log_kv_int(&b, "agents", (int64_t)lg_registry_count(LG_SCRIPT_AGENT));
     lg_log_kv_cstr(&b, "agents_dir", cfg->agents_dir);
     lg_log_end(&b);
     lg_buf_free(&b);

@@ -66,8 +66,8 @@ static int setup(void **state)
     cfg.exec_timeout_ms = 5000;
     cfg.memory_limit_mb = 64;
     lg_log_setup(LG_LOG_ERROR, LG_LOG_JSON, NULL);
-    assert_int_equal(lg_registry_init(dir, 64 << 20), 0);
-    assert_int_equal(lg_registry_scan(), 6);
+    assert_int_equal(lg_registry_init(LG_SCRIPT_AGENT, dir, 64 << 20), 0);
+    assert_int_equal(lg_registry_scan(LG_SCRIPT_AGENT), 6);
     loop = h2o_evloop_create();
     assert_int_equal(lg_rt_init(&rt, &cfg, loop), 0);
     return 0;

@@ -11,7 +11,7 @@ if [ ! -x "$ROOT/build/luagent" ]; then
 fi
 export LUAGENT_LISTEN=127.0.0.1:$PORT LUAGENT_WORKERS=1 LUAGENT_AUTH=off
 export LUAGENT_AGENTS_DIR=${BENCH_AGENTS_DIR:-$ROOT/agents} LUAGENT_PROVIDERS_DIR=$ROOT/providers
-export OPENAI_BASE_URL=${UPSTREAM_URL:-http://127.0.0.1:18081}/v1
+export OPENAI_BASE_URL=${UPSTREAM_URL:-http://127.0.0.1:18081}/v1 LUAGENT_DEFAULT_MODEL=gpt-4o-mini
 case "${BENCH_VARIANT:-}" in
   "") export LUAGENT_LOG_LEVEL=warn ;;
   accesslog) export LUAGENT_LOG_LEVEL=info ;;

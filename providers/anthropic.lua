@@ -289,7 +289,10 @@ local function stream_finish(state)
       end
       local c = {id = b.id or ("call_" .. (#calls + 1)), name = b.name or "", arguments = args or b.input or {}}
       if bad then c.raw_arguments = raw end
-      if args and state.so and b.name == state.so.name then raw_structured = raw end
+      -- the answer's text as streamed (cut short by max_tokens, it stays invalid JSON on purpose)
+      if state.so and b.name == state.so.name and not state.so.wrapped and raw:find("%S") then
+        raw_structured = raw
+      end
       calls[#calls + 1] = c
     end
   end

@@ -16,6 +16,17 @@ local function text_of(c)
   return tostring(c)
 end
 
+-- a reply's message content: a string, or (some compatible servers) an array of parts
+local function reply_text(c)
+  if type(c) == "string" then return c end
+  if type(c) ~= "table" then return "" end
+  local out = {}
+  for _, part in ipairs(c) do
+    if type(part) == "table" and str(part.text) then out[#out + 1] = part.text end
+  end
+  return table.concat(out)
+end
+
 local function provider_error(status, message, etype)
   error({code = "provider_error", status = status or 502, message = message, type = etype})
 end
@@ -205,7 +216,7 @@ local function parse_response(status, headers, body, req)
   end
   local tool_calls = finish_calls(calls)
   local result = {
-    content = str(msg.content) or "",
+    content = reply_text(msg.content),
     tool_calls = tool_calls,
     usage = usage_of(body.usage),
     finish_reason = normalize_finish(lower_finish(choice.finish_reason), #tool_calls),

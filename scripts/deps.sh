@@ -1,9 +1,10 @@
 # Sourced by scripts/run and scripts/test: install the Debian packages a command needs, once.
 # Only what is missing is installed, so a second run costs one dpkg-query.
 
-# Build and run: OpenResty's LuaJIT (never Debian's luajit/libluajit-5.1-dev: they conflict),
+# Build and run: OpenResty's LuaJIT and its luajit (compiles lua/ into the binary; never Debian's
+# luajit/libluajit-5.1-dev: they conflict),
 # libh2o-evloop 2.2.5, OpenSSL, libcurl (luagent.http), CA certificates for TLS upstreams, Meson.
-LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build libluajit2-5.1-dev libh2o-evloop-dev libssl-dev
+LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit2-5.1-dev libh2o-evloop-dev libssl-dev
                     libcurl4-openssl-dev ca-certificates)
 # Tests: cmocka, busted (run under luajit2), Python for the integration suite, curl for the scripts.
 LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl procps)

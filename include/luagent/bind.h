@@ -11,7 +11,7 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, ai. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
@@ -19,6 +19,8 @@ int lg_bind_print(lua_State *L);
 void lg_bind_open_log(lua_State *L);
 /** Push `luagent.http` (request). */
 void lg_bind_open_http(lua_State *L);
+/** Push `luagent.ai` (chat, run), given the index of the `luagent` table being built. */
+void lg_bind_open_ai(lua_State *L, int luagent);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
 

@@ -20,6 +20,7 @@
 
 #include <lua.h>
 
+#include "luagent/buf.h"
 #include "luagent/config.h"
 #include "luagent/ids.h"
 #include "luagent/timers.h"
@@ -48,8 +49,9 @@ typedef struct lg_exec_ops {
     /** The execution ended. For LG_END_OK the first return value (or nothing) is at the top of
      *  e->co (lua_gettop(e->co) == number of results); for LG_END_ERROR the error value is. */
     void (*on_done)(lg_exec_t *e);
-    /** ctx.emit(value): the value's JSON text. NULL: emits are ignored. */
-    void (*on_emit)(lg_exec_t *e, const char *json, size_t len);
+    /** An event for a streaming client: "emit" (ctx.emit(value)) or "token" (a model's text
+     *  delta), with its data as JSON text. NULL: events are ignored. */
+    void (*on_emit)(lg_exec_t *e, const char *event, const char *json, size_t len);
 } lg_exec_ops_t;
 
 struct lg_exec {
@@ -71,6 +73,7 @@ struct lg_exec {
     const lg_exec_ops_t *ops;
     void *owner;
     int stream;                 /* the client asked for SSE */
+    int usage_ref;              /* registry ref of the AI usage table, LUA_NOREF when none */
     int timeout_ms;
     uint64_t start_ns;
     uint64_t deadline_epoch_ms;
@@ -127,6 +130,9 @@ void lg_exec_run(lg_exec_t *e);
 /** Stop an execution from outside (client disconnect, drain): runs the pending cleanup and calls
  *  on_done with LG_END_CANCELLED (at once, or when the running slice returns). */
 void lg_exec_cancel(lg_exec_t *e);
+
+/** Append the execution's AI usage as JSON ({} when it made no AI call). (src/bind/ai.c) */
+void lg_exec_usage_json(lg_exec_t *e, lg_buf_t *out);
 
 void lg_exec_own(lg_exec_t *e, lg_resource_t *r);
 void lg_exec_disown(lg_exec_t *e, lg_resource_t *r);

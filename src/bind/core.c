@@ -142,4 +142,6 @@ void lg_bind_open(lua_State *L)
     lua_setfield(L, -2, "crypto");
     lg_bind_open_http(L);
     lua_setfield(L, -2, "http");
+    lg_bind_open_ai(L, lua_gettop(L));
+    lua_setfield(L, -2, "ai");
 }

@@ -58,7 +58,7 @@ static int ctx_emit(lua_State *L)
         return luaL_error(L, "ctx.emit: %s", err.msg);
     }
     if (e->ops->on_emit != NULL)
-        e->ops->on_emit(e, b.data, b.len);
+        e->ops->on_emit(e, "emit", b.data, b.len);
     lg_buf_free(&b);
     return 0;
 }
@@ -234,6 +234,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
     lua_State *L = rt->vm.L;
     e->rt = rt;
     e->ops = ops;
+    e->usage_ref = LUA_NOREF;
     e->owner = owner;
     lg_timer_init(&e->deadline_timer, on_deadline);
     lg_timer_init(&e->op_timer, NULL);
@@ -252,6 +253,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
 static void release(lg_exec_t *e, int reusable)
 {
     lg_rt_t *rt = e->rt;
+    luaL_unref(rt->vm.L, LUA_REGISTRYINDEX, e->usage_ref);
     if (reusable && lua_status(e->co) == 0 && rt->npool < POOL_MAX) {
         lua_settop(e->co, 0);
         if (rt->npool == rt->cappool) {

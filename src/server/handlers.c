@@ -162,12 +162,12 @@ static void link_dispose(void *p)
 
 /* ---- execution results ---- */
 
-static void on_emit(lg_exec_t *e, const char *json, size_t len)
+static void on_emit(lg_exec_t *e, const char *event, const char *json, size_t len)
 {
     lg_link_t *l = e->owner;
     if (!l->streaming || l->req == NULL)
         return;
-    sse_event(l, "emit", json, len);
+    sse_event(l, event, json, len);
     sse_flush(l);
 }
 
@@ -256,7 +256,9 @@ static void on_done(lg_exec_t *e)
         }
         lg_buf_lit(b, ",\"duration_ms\":");
         lg_buf_fixed3(b, e->duration_ms);
-        lg_buf_lit(b, ",\"usage\":{}}");
+        lg_buf_lit(b, ",\"usage\":");
+        lg_exec_usage_json(e, b);
+        lg_buf_putc(b, '}');
         break;
     }
     case LG_END_ERROR:

@@ -80,6 +80,9 @@ suffix instead of calling POST /_reset. The name a provider sees is after luagen
                           "overloaded_error",...}}; OpenAI `data: {"error":{...,"type":"server_error",
                           "code":"overloaded"}}` with no [DONE]; Gemini `data: {"error":{"code":503,...,
                           "status":"UNAVAILABLE"}}`). Non-streaming: a normal answer
+  fake-stream-error-raw   as fake-stream-error, but Gemini's error is the other form the real API uses:
+                          pretty-printed JSON {"error": {...}} outside SSE framing (no "data: "), which is the
+                          form @google/genai 1.0.0 detects (other providers: same as fake-stream-error)
   fake-hang               reads the request and never answers; waits until the client closes (counted in
                           /_stats "cancelled"), the server stops, or hang_max seconds (default 300) pass
   fake-stall              streaming: 200 and the first text delta, then hangs like fake-hang.
@@ -142,7 +145,7 @@ __all__ = ["FakeProviders", "parse_behaviour"]
 # Behaviour names
 # ----------------------------------------------------------------------------------------------------
 
-_NAMED = ("stream-error", "max-tokens", "malformed", "reset", "hang", "stall", "slow")
+_NAMED = ("stream-error-raw", "stream-error", "max-tokens", "malformed", "reset", "hang", "stall", "slow")
 _CODE_RE = re.compile(r"fake-([1-5][0-9]{2})(?![0-9])(?:-(once|then-ok)(?![a-z0-9])|-x([0-9]+)(?![0-9]))?")
 
 
@@ -893,7 +896,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _delay(self, kind):
         return self.state.slow_delay if kind == "slow" else self.state.chunk_delay
 
-    _CUT_AFTER = {"reset": 2, "stream-error": 2, "stall": 1}
+    _CUT_AFTER = {"reset": 2, "stream-error": 2, "stream-error-raw": 2, "stall": 1}
 
     def _stream_cut(self, provider, kind, sent_deltas, total):
         """Misbehave mid-stream once `sent_deltas` of `total` deltas are out: returns an outcome string, or None
@@ -911,7 +914,8 @@ class _Handler(BaseHTTPRequestHandler):
         if kind == "stall":
             self._hang()
             return "stall"
-        if kind == "stream-error":
+        if kind in ("stream-error", "stream-error-raw"):
+            self._wait(self.state.chunk_delay)   # its own network read, as after a real pause
             if provider == "anthropic":
                 self._chunk("event: error\ndata: " + json.dumps(
                     {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}) + "\n\n")
@@ -919,12 +923,14 @@ class _Handler(BaseHTTPRequestHandler):
                 self._chunk("data: " + json.dumps({"error": {"message": "The server is overloaded, please try "
                                                              "again later.", "type": "server_error",
                                                              "param": None, "code": "overloaded"}}) + "\n\n")
+            elif kind == "stream-error-raw":   # Gemini's other form: pretty-printed JSON outside SSE framing
+                self._chunk(json.dumps({"error": {"code": 503, "message": "The model is overloaded. Please try "
+                                                  "again later.", "status": "UNAVAILABLE"}}, indent=2) + "\r\n")
             else:
                 self._chunk("data: " + json.dumps({"error": {"code": 503, "message": "The model is overloaded. "
                                                              "Please try again later.", "status": "UNAVAILABLE"}})
                             + "\r\n\r\n")
-            self._end_sse()
-            self.close_connection = True
+            self._end_sse()   # a well-terminated body: the connection stays usable (keep-alive), as upstream
             return "stream-error"
         return None
 

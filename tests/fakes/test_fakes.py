@@ -107,6 +107,7 @@ class TestBehaviourNames(unittest.TestCase):
         self.assertEqual(parse_behaviour("fake-503-x2-abc"), ("status", (503, 2)))
         self.assertEqual(parse_behaviour("gemini-fake-hang"), ("hang", None))
         self.assertEqual(parse_behaviour("fake-stream-error-7"), ("stream-error", None))
+        self.assertEqual(parse_behaviour("fake-stream-error-raw"), ("stream-error-raw", None))
         self.assertEqual(parse_behaviour("fake-slowly"), ("normal", None))
         self.assertEqual(parse_behaviour(None), ("normal", None))
 
@@ -477,6 +478,12 @@ class TestMisbehaviour(FakeTest):
         js = [d for _, d in self.json_events(ev)]
         self.assertEqual(js[-1]["error"]["status"], "UNAVAILABLE")
         self.assertIn("candidates", js[0])
+        st, ev, raw = self.stream(gem_path("fake-stream-error-raw", True),
+                                  {"contents": [{"role": "user", "parts": [{"text": "a b c"}]}]}, GEMINI_H)
+        self.assertEqual(st, 200)
+        tail = raw[raw.rindex("\r\n\r\n") + 4:]
+        self.assertTrue(tail.startswith("{\n"))
+        self.assertEqual(json.loads(tail)["error"]["code"], 503)
 
     def test_hang_counts_cancel(self):
         before = self.fake.stats()["cancelled"]

@@ -1,0 +1,252 @@
+"""luagent.ai end to end: REST in, the real provider adapters, HTTP to fake servers that speak each
+provider's wire format (tests/fakes/providers.py), JSON or SSE out."""
+
+import json
+import socket
+import time
+import uuid
+
+from tests.fakes.providers import FakeProviders
+
+from .harness import REPO, SLOW, ServerTestCase, measure
+
+CHAT = r'''
+return {
+  timeout_ms = 30000,
+  execute = function(task, ctx)
+    local opts = {model = task.model, stream = ctx.stream, retries = task.retries, timeout_ms = task.timeout_ms,
+                  fallback = task.fallback, response_format = task.schema and {json_schema = task.schema} or nil,
+                  messages = {{role = "user", content = task.prompt or "hello world"}}}
+    if task.catch then
+      local ok, err = pcall(luagent.ai.chat, opts)
+      if ok then return {ok = true} end
+      return {caught = err}
+    end
+    local r = luagent.ai.chat(opts)
+    return {content = r.content, provider = r.provider, model = r.model, usage = r.usage,
+            finish_reason = r.finish_reason, tool_calls = r.tool_calls, parsed = r.parsed}
+  end,
+}
+'''
+
+TOOLS = r'''
+return {
+  timeout_ms = 30000,
+  execute = function(task, ctx)
+    local seen = {}
+    local r = luagent.ai.run{
+      model = task.model, ctx = ctx,
+      messages = {{role = "user", content = task.prompt}},
+      tools = {lookup = {description = "Look something up",
+                         parameters = {type = "object", properties = {query = {type = "string"}}},
+                         handler = function(args, c)
+                           seen[#seen + 1] = args.query
+                           return "found " .. tostring(args.query) .. " for " .. c.agent
+                         end}},
+    }
+    return {content = r.content, steps = r.steps, seen = seen, provider = r.provider}
+  end,
+}
+'''
+
+
+def unique(name):
+    return f"{name}-t{uuid.uuid4().hex[:8]}"
+
+
+class AiTests(ServerTestCase):
+    WORKERS = 1
+    AGENTS = {"chat": CHAT, "tools": TOOLS}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeProviders(chunk_delay=0.05)
+        cls.fake.start()
+        cls.ENV = {
+            "LUAGENT_PROVIDERS_DIR": str(REPO / "providers"),
+            "OPENAI_API_KEY": "sk-test-openai-secret", "OPENAI_BASE_URL": cls.fake.openai_base_url,
+            "ANTHROPIC_API_KEY": "sk-ant-test-secret", "ANTHROPIC_BASE_URL": cls.fake.anthropic_base_url,
+            "GEMINI_API_KEY": "gm-test-secret", "GEMINI_BASE_URL": cls.fake.gemini_base_url,
+        }
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.fake.stop()
+
+    def chat(self, **task):
+        return self.server.execute("chat", task)
+
+    def last_request(self):
+        return self.fake.log()[-1] if hasattr(self.fake, "log") else None
+
+    def test_each_provider_answers(self):
+        for model, provider in (("gpt-4o-mini", "openai"), ("anthropic/claude-haiku-4-5", "anthropic"),
+                                ("google/gemini-2.5-flash", "google"), ("claude-sonnet-4-5", "anthropic"),
+                                ("gemini-2.5-pro", "google"), ("mock/mock-1", "mock")):
+            with self.subTest(model=model):
+                r = self.chat(model=model, prompt="hello there")
+                res = self.assertOk(r)["result"]
+                self.assertEqual(provider, res["provider"])
+                expect = "mock: hello there" if provider == "mock" else "echo: hello there"
+                self.assertEqual(expect, res["content"])
+                self.assertGreater(res["usage"]["output_tokens"], 0)
+                usage = r.body["usage"]
+                self.assertEqual(1, usage["calls"])
+                self.assertEqual(res["usage"]["input_tokens"], usage["input_tokens"])
+
+    def test_keys_go_in_headers_never_in_replies(self):
+        r = self.chat(model="gpt-4o-mini")
+        self.assertOk(r)
+        entry = self.fake.log()[-1]
+        self.assertEqual("Bearer sk-test-openai-secret", entry["headers"].get("authorization"))
+        r = self.chat(model="claude-x-fake-401", catch=True)
+        self.assertNotIn("secret", json.dumps(r.body))
+        r = self.chat(model="claude-x-fake-401")
+        self.assertEqual(502, r.status, r.describe())
+        self.assertNotIn("secret", json.dumps(r.body))
+        self.assertNotIn("secret", self.server.log_text())
+
+    def test_streamed_tokens_arrive_as_they_come(self):
+        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"):
+            with self.subTest(model=model):
+                status, headers, events, raw = self.server.sse_request(
+                    "chat", {"model": model, "prompt": "one two three four five six"})
+                self.assertEqual(200, status, raw)
+                tokens = [e for e in events if e[0] == "token"]
+                result = [e for e in events if e[0] == "result"]
+                self.assertEqual(1, len(result), raw)
+                text = "".join(t[1]["text"] for t in tokens)
+                self.assertEqual("echo: one two three four five six", text)
+                self.assertEqual(text, result[0][1]["result"]["content"])
+                self.assertGreaterEqual(len(tokens), 4)
+                self.assertGreater(tokens[-1][2] - tokens[0][2], 0.1)  # spread over time, not one lump
+                self.assertGreater(result[0][1]["usage"]["output_tokens"], 0)  # usage exact when streamed
+        sent = [e for e in self.fake.log() if e["provider"] == "openai" and e["stream"]][-1]
+        self.assertEqual({"include_usage": True}, sent["body"]["stream_options"])
+
+    def test_tool_loop_in_every_wire_format(self):
+        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash", "mock-1"):
+            with self.subTest(model=model):
+                r = self.server.execute("tools", {"model": model, "prompt": "weather in Paris"})
+                res = self.assertOk(r)["result"]
+                self.assertEqual(["weather in Paris"], res["seen"])
+                self.assertEqual(2, res["steps"])
+                prefix = "mock: " if model == "mock-1" else "final: "
+                self.assertEqual(prefix + "found weather in Paris for tools", res["content"])
+                self.assertEqual(2, r.body["usage"]["calls"])
+
+    def test_retry_after_429_then_ok(self):
+        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"):
+            with self.subTest(model=model):
+                t0 = time.monotonic()
+                r = self.chat(model=unique(model + "-fake-429-once"))
+                took = time.monotonic() - t0
+                res = self.assertOk(r)["result"]
+                self.assertTrue(res["content"].startswith("echo: "))
+                self.assertEqual(1, r.body["usage"]["retries"])
+                if model.startswith("gpt"):
+                    self.assertLess(took, 0.9 * SLOW)  # retry-after-ms: 50 wins over retry-after: 1
+                else:
+                    self.assertGreaterEqual(took, 0.9)  # retry-after: 1 s / Gemini retryDelay "1s"
+
+    def test_5xx_retried_then_reported(self):
+        r = self.chat(model=unique("gpt-fake-500-x2"))
+        self.assertEqual(2, self.assertOk(r)["usage"]["retries"])
+        r = self.chat(model=unique("claude-fake-529-x3"))
+        self.assertEqual(502, r.status, r.describe())
+        self.assertEqual("provider_error", r.body["error"]["code"])
+        self.assertIn("anthropic", r.body["error"]["message"])
+        name = unique("gpt-fake-400")
+        r = self.chat(model=name, retries=5)
+        self.assertEqual(502, r.status, r.describe())
+        self.assertEqual(400, r.body["error"].get("provider_status", 400))
+        self.assertEqual(1, len([e for e in self.fake.log() if e["model"] == name]))  # 400: not retried
+
+    def test_no_retry_for_client_errors(self):
+        name = unique("gpt-fake-400")
+        self.chat(model=name, catch=True)
+        self.assertEqual(1, len([e for e in self.fake.log() if e["model"] == name]))
+
+    def test_fallback_to_next_model(self):
+        r = self.chat(model=unique("gpt-fake-400"), fallback=["anthropic/claude-haiku-4-5"])
+        res = self.assertOk(r)["result"]
+        self.assertEqual("anthropic", res["provider"])
+        self.assertEqual(2, r.body["usage"]["calls"])
+
+    def test_malformed_reply_is_a_provider_error(self):
+        r = self.chat(model=unique("gpt-fake-malformed"))
+        self.assertEqual(502, r.status, r.describe())
+        self.assertEqual("provider_error", r.body["error"]["code"])
+
+    def test_error_event_inside_a_200_stream(self):
+        for model in ("gpt-4o-mini", "claude-haiku-4-5", "gemini-2.5-flash"):
+            with self.subTest(model=model):
+                name = unique(model + "-fake-stream-error")
+                status, headers, events, raw = self.server.sse_request("chat", {"model": name})
+                self.assertEqual(200, status, raw)
+                self.assertTrue([e for e in events if e[0] == "token"], raw)
+                errors = [e for e in events if e[0] == "error"]
+                self.assertEqual(1, len(errors), raw)
+                self.assertEqual("provider_error", errors[0][1]["error"]["code"])
+                # output had streamed: never retried
+                self.assertEqual(1, len([e for e in self.fake.log() if e["model"] == name]))
+
+    def test_reset_mid_stream(self):
+        status, headers, events, raw = self.server.sse_request("chat", {"model": unique("claude-fake-reset")})
+        self.assertEqual(200, status, raw)
+        self.assertEqual("error", events[-1][0], raw)
+        self.assertEqual("provider_error", events[-1][1]["error"]["code"])
+
+    def test_hung_provider_times_out(self):
+        t0 = time.monotonic()
+        r = self.chat(model=unique("gpt-fake-hang"), timeout_ms=500, retries=0)
+        took = time.monotonic() - t0
+        self.assertEqual(504, r.status, r.describe())
+        self.assertEqual("provider_timeout", r.body["error"]["code"])
+        self.assertLess(took, 3 * SLOW)
+        measure("hung provider, timeout_ms 500 (s)", round(took, 3))
+
+    def test_structured_output(self):
+        schema = {"type": "object", "required": ["name", "tags"],
+                  "properties": {"name": {"type": "string"}, "tags": {"type": "array"}}}
+        r = self.chat(model="mock-1", schema=schema)
+        parsed = self.assertOk(r)["result"]["parsed"]
+        self.assertIsInstance(parsed["name"], str)
+        self.assertEqual([], parsed["tags"])
+        r = self.chat(model="gpt-4o-mini", schema=schema)  # the fake answers "echo: ...": not JSON
+        self.assertEqual(502, r.status, r.describe())
+        self.assertIn("not JSON", r.body["error"]["message"])
+
+    def test_client_disconnect_cancels_the_provider_call(self):
+        before = self.fake.stats()["cancelled"]
+        body = json.dumps({"task": {"model": unique("gpt-fake-hang"), "timeout_ms": 20000}}).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=5) as s:
+            s.sendall(b"POST /api/v1/agents/chat/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+            end = time.monotonic() + 3 * SLOW
+            while self.fake.stats()["hanging"] == 0 and time.monotonic() < end:
+                time.sleep(0.02)
+        end = time.monotonic() + 4 * SLOW
+        while self.fake.stats()["cancelled"] <= before and time.monotonic() < end:
+            time.sleep(0.05)
+        self.assertGreater(self.fake.stats()["cancelled"], before, self.server.log_tail(8))
+
+
+class MockDefaultTests(ServerTestCase):
+    """No key anywhere: the default model is the offline mock (what ./scripts/run serves)."""
+    WORKERS = 1
+    AGENTS = {"chat": CHAT}
+    ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers")}
+
+    def test_default_is_mock(self):
+        r = self.server.execute("chat", {"prompt": "offline please"})
+        res = self.assertOk(r)["result"]
+        self.assertEqual(("mock", "mock: offline please"), (res["provider"], res["content"]))
+
+    def test_sample_agents(self):
+        r = self.server.request("GET", "/api/v1/agents")
+        self.assertEqual(200, r.status)

@@ -189,35 +189,45 @@ static void skip_position(const char **msg, size_t *len)
     *len = (size_t)(end - p - 2);
 }
 
-/* The agent's error value (top of co) -> status, code, message. */
-static int agent_error(lua_State *co, const char **code, const char **msg, size_t *mlen)
+/* The agent's error value (top of co) -> status, code, message; for provider errors raised by
+ * luagent.ai also the provider and its HTTP status (appended to the error object). The strings
+ * stay valid while the values sit on co's stack, until the execution is released. */
+typedef struct agent_err {
+    int status;
+    const char *code, *msg, *provider;
+    size_t mlen;
+    int provider_status;
+} agent_err_t;
+
+static void agent_error(lua_State *co, agent_err_t *a)
 {
-    int status = 500;
-    *code = "agent_error";
-    if (lua_istable(co, -1)) {
-        lua_getfield(co, -1, "status");
-        if (lua_isnumber(co, -1)) {
-            int s = (int)lua_tonumber(co, -1);
-            if (s >= 400 && s <= 599)
-                status = s;
-        }
-        lua_getfield(co, -2, "code");
+    memset(a, 0, sizeof(*a));
+    a->status = 500;
+    a->code = "agent_error";
+    int err = lua_gettop(co);
+    if (lua_istable(co, err)) {
+        lua_getfield(co, err, "status");
+        if (lua_isnumber(co, -1) && lua_tonumber(co, -1) >= 400 && lua_tonumber(co, -1) <= 599)
+            a->status = (int)lua_tonumber(co, -1);
+        lua_getfield(co, err, "code");
         if (lua_type(co, -1) == LUA_TSTRING)
-            *code = lua_tostring(co, -1);
-        lua_getfield(co, -3, "message");
-        *msg = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER ? lua_tolstring(co, -1, mlen) : NULL;
-        /* the three values stay on co's stack until the execution is released */
-    } else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) {
-        *msg = lua_tolstring(co, -1, mlen);
-    } else {
-        *msg = NULL;
+            a->code = lua_tostring(co, -1);
+        lua_getfield(co, err, "message");
+        if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
+            a->msg = lua_tolstring(co, -1, &a->mlen);
+        lua_getfield(co, err, "provider");
+        if (lua_type(co, -1) == LUA_TSTRING)
+            a->provider = lua_tostring(co, -1);
+        lua_getfield(co, err, "provider_status");
+        a->provider_status = lua_isnumber(co, -1) ? (int)lua_tonumber(co, -1) : 0;
+    } else if (lua_type(co, err) == LUA_TSTRING || lua_type(co, err) == LUA_TNUMBER) {
+        a->msg = lua_tolstring(co, err, &a->mlen);
     }
-    if (*msg == NULL) {
-        *msg = "the agent raised an error without a message";
-        *mlen = strlen(*msg);
+    if (a->msg == NULL) {
+        a->msg = "the agent raised an error without a message";
+        a->mlen = strlen(a->msg);
     }
-    skip_position(msg, mlen);
-    return status;
+    skip_position(&a->msg, &a->mlen);
 }
 
 static void on_done(lg_exec_t *e)
@@ -236,6 +246,7 @@ static void on_done(lg_exec_t *e)
     char msg[160];
     const char *code = NULL, *m = NULL;
     size_t mlen = 0;
+    agent_err_t aerr = {0};
     switch (e->end) {
     case LG_END_OK: {
         lg_buf_lit(b, "{\"execution_id\":\"");
@@ -262,7 +273,8 @@ static void on_done(lg_exec_t *e)
         break;
     }
     case LG_END_ERROR:
-        status = agent_error(e->co, &code, &m, &mlen);
+        agent_error(e->co, &aerr);
+        status = aerr.status, code = aerr.code, m = aerr.msg, mlen = aerr.mlen;
         break;
     case LG_END_TIMEOUT:
         status = 504, code = "timeout";
@@ -285,6 +297,14 @@ static void on_done(lg_exec_t *e)
     if (code != NULL) {
         lg_buf_reset(b);
         lg_error_json(b, code, m, mlen, l->request_id, e->id);
+        if (aerr.provider != NULL) { /* {"error":{...}} -> {"error":{..., "provider":...}} */
+            b->len -= 2;
+            lg_buf_lit(b, ",\"provider\":");
+            lg_buf_json_str(b, aerr.provider, strlen(aerr.provider));
+            if (aerr.provider_status)
+                lg_buf_printf(b, ",\"provider_status\":%d", aerr.provider_status);
+            lg_buf_lit(b, "}}");
+        }
     }
     if (l->streaming) {
         sse_event(l, code == NULL ? "result" : "error", b->data, b->len);

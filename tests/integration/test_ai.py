@@ -160,10 +160,11 @@ class AiTests(ServerTestCase):
         self.assertEqual(502, r.status, r.describe())
         self.assertEqual("provider_error", r.body["error"]["code"])
         self.assertIn("anthropic", r.body["error"]["message"])
+        self.assertEqual(("anthropic", 529), (r.body["error"]["provider"], r.body["error"]["provider_status"]))
         name = unique("gpt-fake-400")
         r = self.chat(model=name, retries=5)
         self.assertEqual(502, r.status, r.describe())
-        self.assertEqual(400, r.body["error"].get("provider_status", 400))
+        self.assertEqual(("openai", 400), (r.body["error"]["provider"], r.body["error"]["provider_status"]))
         self.assertEqual(1, len([e for e in self.fake.log() if e["model"] == name]))  # 400: not retried
 
     def test_no_retry_for_client_errors(self):

@@ -19,6 +19,9 @@ int lg_bind_print(lua_State *L);
 void lg_bind_open_log(lua_State *L);
 /** Push `luagent.http` (request). */
 void lg_bind_open_http(lua_State *L);
+/** Push a function like luagent.http.request that rides H2O's own HTTP/1.1 client (upstream.h)
+ *  instead of libcurl: luagent.ai's transport to providers. */
+void lg_bind_push_upstream_request(lua_State *L);
 /** Push `luagent.ai` (chat, run), given the index of the `luagent` table being built. */
 void lg_bind_open_ai(lua_State *L, int luagent);
 /** Push `luagent.crypto` (sha256, hmac). */

@@ -98,6 +98,7 @@ struct lg_rt {
     uint64_t scripts_gen[LG_SCRIPT_KINDS]; /* registry generation last synced, per kind */
     void *owner;                /* the worker, when serving */
     struct lg_curlm *curl;      /* libcurl multi driven by this loop */
+    struct lg_upstream *upstream; /* h2o's HTTP/1.1 client and its pools (provider calls) */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
 };

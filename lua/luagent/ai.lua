@@ -138,8 +138,8 @@ local function attempt(a, pname, req, cfg, timeout_ms, progress)
   if req.stream then headers["accept"] = "text/event-stream" end
   local body = r.body
   if type(body) == "table" then body = json.encode(body) end
-  local res = luagent.http.request{method = r.method or "POST", url = r.url, headers = headers, body = body,
-                                   timeout_ms = timeout_ms, stream = req.stream}
+  local res = host.request{method = r.method or "POST", url = r.url, headers = headers, body = body,
+                          timeout_ms = timeout_ms, stream = req.stream}
   if res.status < 200 or res.status > 299 then
     local text = res.body or read_all(res)
     local c = a.classify_error and a.classify_error(res.status, res.headers, text) or default_classify(res.status)

@@ -181,5 +181,7 @@ void lg_bind_open_ai(lua_State *L, int luagent)
     lua_pushvalue(L, luagent);
     lua_newtable(L);
     luaL_register(L, NULL, host);
+    lg_bind_push_upstream_request(L);
+    lua_setfield(L, -2, "request");
     lua_call(L, 2, 1);
 }

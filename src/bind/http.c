@@ -1,4 +1,4 @@
-/* luagent.http: HTTP requests through the worker's libcurl multi (src/loop/curlm.c).
+/* luagent.http: HTTP requests on the worker's loop.
  *
  *   res = luagent.http.request{method=, url=, headers=, body=, timeout_ms=, max_body_bytes=, stream=}
  *   -> {status, headers = {lowercase name = value}, body}
@@ -6,7 +6,11 @@
  *   chunk of the body (nil at the end).
  * Failures raise {status = 502, code = "upstream_error"} or {status = 504, code = "upstream_timeout"}
  * (the agent may pcall). Each request is owned by its execution: when the execution ends for any
- * reason (client gone, deadline, error) the transfer is cancelled and its memory freed. */
+ * reason (client gone, deadline, error) the transfer is cancelled and its memory freed.
+ *
+ * Two transports share everything above the wire: libcurl (the public luagent.http.request: HTTP/2,
+ * proxies, every feature) and H2O's own HTTP/1.1 client (src/loop/upstream.c), which luagent.ai
+ * uses for provider calls because it costs far less per request (DESIGN §8). */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +20,7 @@
 #include "luagent/curlm.h"
 #include "luagent/json.h"
 #include "luagent/sched.h"
+#include "luagent/upstream.h"
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_MAX_BODY (16u << 20)
@@ -30,17 +35,25 @@ typedef struct http_handle {
     http_req_t *req; /* NULL once the request is released */
 } http_handle_t;
 
+typedef enum { T_CURL, T_H2O } transport_t;
+
 struct http_req {
     lg_resource_t res; /* first member: the execution owns the request through it */
     lg_exec_t *e;
+    transport_t transport;
+    /* libcurl */
     lg_curlm_t *m;
     CURL *easy;
     struct curl_slist *hdrs;
+    /* h2o */
+    h2o_http1client_t *client; /* NULL once the client is done */
+    h2o_iovec_t reqvec;        /* the whole request, alive until the client is done */
+    lg_timer_t deadline;
+    /* common */
     lg_buf_t body, hdr;
     size_t max_body;
     long status;
-    int stream, headers_done, done, paused, too_large, waiting;
-    CURLcode rc;
+    int stream, headers_done, done, paused, too_large, waiting, failed, timed_out;
     http_handle_t *handle;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -49,8 +62,15 @@ static void req_free(http_req_t *r)
 {
     if (r->handle != NULL)
         r->handle->req = NULL;
-    lg_curlm_release(r->m, r->easy); /* cancels the transfer if it is still running */
-    curl_slist_free_all(r->hdrs);
+    if (r->transport == T_CURL) {
+        lg_curlm_release(r->m, r->easy); /* cancels the transfer if it is still running */
+        curl_slist_free_all(r->hdrs);
+    } else {
+        if (r->client != NULL)
+            h2o_http1client_cancel(r->client);
+        lg_timers_del(&r->e->rt->timers, &r->deadline);
+        free(r->reqvec.base);
+    }
     lg_buf_free(&r->body);
     lg_buf_free(&r->hdr);
     free(r);
@@ -68,7 +88,7 @@ static void req_finish(http_req_t *r)
 
 static void push_error(lua_State *co, http_req_t *r)
 {
-    int timeout = r->rc == CURLE_OPERATION_TIMEDOUT;
+    int timeout = r->timed_out;
     lua_pushboolean(co, 0);
     lua_createtable(co, 0, 3);
     lua_pushinteger(co, timeout ? 504 : 502);
@@ -78,7 +98,7 @@ static void push_error(lua_State *co, http_req_t *r)
     if (r->too_large)
         lua_pushfstring(co, "http: the response body is larger than %d bytes", (int)r->max_body);
     else
-        lua_pushfstring(co, "http: %s", r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
+        lua_pushfstring(co, "http: %s", r->errbuf[0] ? r->errbuf : "the transfer failed");
     lua_setfield(co, -2, "message");
 }
 
@@ -121,6 +141,14 @@ static void push_response(lua_State *co, http_req_t *r)
     }
 }
 
+static void resume_transfer(http_req_t *r)
+{
+    if (r->paused) {
+        r->paused = 0;
+        curl_easy_pause(r->easy, CURLPAUSE_CONT);
+    }
+}
+
 static void wake(http_req_t *r, int nres)
 {
     r->waiting = WAIT_NONE;
@@ -136,13 +164,10 @@ static void deliver_chunk(http_req_t *r)
         lua_pushboolean(co, 1);
         lua_pushlstring(co, r->body.data, r->body.len);
         lg_buf_reset(&r->body);
-        if (r->paused) {
-            r->paused = 0;
-            curl_easy_pause(r->easy, CURLPAUSE_CONT);
-        }
+        resume_transfer(r);
         wake(r, 2);
     } else if (r->done) {
-        if (r->rc != CURLE_OK) {
+        if (r->failed) {
             push_error(co, r);
         } else {
             lua_pushboolean(co, 1);
@@ -153,9 +178,64 @@ static void deliver_chunk(http_req_t *r)
     }
 }
 
-/* ---- curl callbacks ---- */
+/* ---- events, whatever the transport ---- */
 
-static size_t on_header(char *p, size_t size, size_t n, void *data)
+static void got_head(http_req_t *r)
+{
+    r->headers_done = 1;
+    if (r->stream && r->waiting == WAIT_HEAD) {
+        push_response(r->e->co, r);
+        wake(r, 2);
+    }
+}
+
+static void add_header(http_req_t *r, const char *name, size_t nlen, const char *v, size_t vlen)
+{
+    char *dst = lg_buf_reserve(&r->hdr, nlen + vlen + 2);
+    for (size_t i = 0; i < nlen; i++)
+        dst[i] = (char)((name[i] >= 'A' && name[i] <= 'Z') ? name[i] + 32 : name[i]);
+    dst[nlen] = '\0';
+    memcpy(dst + nlen + 1, v, vlen);
+    dst[nlen + 1 + vlen] = '\0';
+    r->hdr.len += nlen + vlen + 2;
+}
+
+/* 0: keep going; 1: pause (curl only); -1: abort (the body is too large) */
+static int got_body(http_req_t *r, const char *p, size_t len)
+{
+    if (r->stream) {
+        if (r->transport == T_CURL && r->body.len >= STREAM_HIGH_WATER && r->waiting != WAIT_BODY)
+            return 1;
+    } else if (r->body.len + len > r->max_body) {
+        r->too_large = 1;
+        return -1;
+    }
+    lg_buf_append(&r->body, p, len);
+    if (r->waiting == WAIT_BODY)
+        deliver_chunk(r);
+    return 0;
+}
+
+static void got_done(http_req_t *r)
+{
+    r->done = 1;
+    if (r->waiting == WAIT_HEAD) {
+        lua_State *co = r->e->co;
+        if (!r->failed)
+            push_response(co, r);
+        else
+            push_error(co, r);
+        wake(r, 2);
+        if (!r->stream || r->failed)
+            req_finish(r);
+    } else if (r->waiting == WAIT_BODY) {
+        deliver_chunk(r);
+    }
+}
+
+/* ---- libcurl transport ---- */
+
+static size_t curl_on_header(char *p, size_t size, size_t n, void *data)
 {
     http_req_t *r = data;
     size_t len = size * n;
@@ -165,69 +245,116 @@ static size_t on_header(char *p, size_t size, size_t n, void *data)
     }
     if (len <= 2 && (len == 0 || p[0] == '\r' || p[0] == '\n')) {
         curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-        if (r->status >= 200) {
-            r->headers_done = 1;
-            if (r->stream && r->waiting == WAIT_HEAD) {
-                push_response(r->e->co, r);
-                wake(r, 2);
-            }
-        }
+        if (r->status >= 200)
+            got_head(r);
         return len;
     }
     const char *colon = memchr(p, ':', len);
     if (colon == NULL)
         return len;
-    size_t nlen = (size_t)(colon - p);
     const char *v = colon + 1, *end = p + len;
     while (v < end && (*v == ' ' || *v == '\t'))
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
-    char *dst = lg_buf_reserve(&r->hdr, nlen + (size_t)(end - v) + 2);
-    for (size_t i = 0; i < nlen; i++)
-        dst[i] = (char)((p[i] >= 'A' && p[i] <= 'Z') ? p[i] + 32 : p[i]);
-    dst[nlen] = '\0';
-    memcpy(dst + nlen + 1, v, (size_t)(end - v));
-    dst[nlen + 1 + (end - v)] = '\0';
-    r->hdr.len += nlen + (size_t)(end - v) + 2;
+    add_header(r, p, (size_t)(colon - p), v, (size_t)(end - v));
     return len;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *data)
+static size_t curl_on_body(char *p, size_t size, size_t n, void *data)
 {
     http_req_t *r = data;
-    size_t len = size * n;
-    if (r->stream) {
-        if (r->body.len >= STREAM_HIGH_WATER && r->waiting != WAIT_BODY) {
-            r->paused = 1;
-            return CURL_WRITEFUNC_PAUSE;
-        }
-    } else if (r->body.len + len > r->max_body) {
-        r->too_large = 1;
+    switch (got_body(r, p, size * n)) {
+    case 1:
+        r->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    case -1:
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    default:
+        return size * n;
     }
-    lg_buf_append(&r->body, p, len);
-    if (r->waiting == WAIT_BODY)
-        deliver_chunk(r);
-    return len;
 }
 
-static void on_done(CURL *easy, CURLcode rc, void *data)
+static void curl_on_done(CURL *easy, CURLcode rc, void *data)
 {
     http_req_t *r = data;
-    r->done = 1;
-    r->rc = rc;
-    if (r->waiting == WAIT_HEAD) {
-        lua_State *co = r->e->co;
-        if (rc == CURLE_OK)
-            push_response(co, r);
-        else
-            push_error(co, r);
-        wake(r, 2);
-        if (!r->stream || rc != CURLE_OK)
-            req_finish(r);
-    } else if (r->waiting == WAIT_BODY) {
-        deliver_chunk(r);
+    r->failed = rc != CURLE_OK;
+    r->timed_out = rc == CURLE_OPERATION_TIMEDOUT;
+    if (r->failed && r->errbuf[0] == '\0')
+        snprintf(r->errbuf, sizeof(r->errbuf), "%s", curl_easy_strerror(rc));
+    got_done(r);
+}
+
+/* ---- h2o transport ---- */
+
+static void h2o_finish(http_req_t *r, const char *err, int timed_out)
+{
+    r->client = NULL; /* h2o closes or pools it itself after this callback */
+    lg_timers_del(&r->e->rt->timers, &r->deadline);
+    if (err != NULL) {
+        r->failed = 1;
+        r->timed_out = timed_out;
+        snprintf(r->errbuf, sizeof(r->errbuf), "%s", err);
+    }
+    got_done(r);
+}
+
+static int h2o_on_body(h2o_http1client_t *client, const char *errstr)
+{
+    http_req_t *r = client->data;
+    h2o_buffer_t *in = client->sock->input;
+    if (in->size > 0) {
+        int rc = got_body(r, in->bytes, in->size);
+        h2o_buffer_consume(&client->sock->input, in->size);
+        if (rc < 0) {
+            h2o_finish(r, "the response body is too large", 0);
+            return -1;
+        }
+    }
+    if (errstr != NULL)
+        h2o_finish(r, errstr == h2o_http1client_error_is_eos ? NULL : errstr, 0);
+    return 0;
+}
+
+static h2o_http1client_body_cb h2o_on_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
+                                           h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers, int rlen)
+{
+    http_req_t *r = client->data;
+    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
+        h2o_finish(r, errstr, 0);
+        return NULL;
+    }
+    r->status = status;
+    for (size_t i = 0; i < num_headers; i++)
+        add_header(r, headers[i].name->base, headers[i].name->len, headers[i].value.base, headers[i].value.len);
+    got_head(r);
+    if (errstr == h2o_http1client_error_is_eos) { /* no body */
+        h2o_finish(r, NULL, 0);
+        return NULL;
+    }
+    return h2o_on_body;
+}
+
+static h2o_http1client_head_cb h2o_on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
+                                              size_t *reqbufcnt, int *method_is_head)
+{
+    http_req_t *r = client->data;
+    if (errstr != NULL) {
+        h2o_finish(r, errstr, 0);
+        return NULL;
+    }
+    *reqbufs = &r->reqvec;
+    *reqbufcnt = 1;
+    *method_is_head = 0;
+    return h2o_on_head;
+}
+
+static void h2o_on_deadline(lg_timer_t *t)
+{
+    http_req_t *r = (http_req_t *)((char *)t - offsetof(http_req_t, deadline));
+    if (r->client != NULL) {
+        h2o_http1client_cancel(r->client);
+        h2o_finish(r, "operation timed out", 1);
     }
 }
 
@@ -252,9 +379,60 @@ static lua_Number opt_number(lua_State *L, const char *field, lua_Number def)
     return v;
 }
 
-/* raw_request(opts) -> true, res | false, err   (yields) */
+static int start_curl(lua_State *L, http_req_t *r, const char *url, const char *method, const char *body, size_t blen,
+                      long timeout_ms)
+{
+    CURL *c = r->easy = lg_curlm_easy(r->m = r->e->rt->curl);
+    r->hdrs = curl_slist_append(r->hdrs, "Expect:");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, curl_on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+    if (strcmp(method, "HEAD") == 0)
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    else if (strcmp(method, "GET") != 0)
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)blen);
+        curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, body);
+    }
+    return lg_curlm_add(r->m, c, curl_on_done, r);
+}
+
+/* the request goes out as one buffer: request line, Host, Content-Length, the caller's headers */
+static int start_h2o(lua_State *L, http_req_t *r, const char *url, const char *method, const char *body, size_t blen,
+                     long timeout_ms, lg_buf_t *headers)
+{
+    h2o_url_t u;
+    if (h2o_url_parse(url, strlen(url), &u) != 0 || method[0] == '\0' || strcmp(method, "HEAD") == 0)
+        return -1;
+    lg_buf_t b = {0};
+    lg_buf_printf(&b, "%s %.*s HTTP/1.1\r\nHost: %.*s\r\n", method, (int)u.path.len, u.path.base, (int)u.authority.len,
+                  u.authority.base);
+    if (body != NULL || strcmp(method, "GET") != 0)
+        lg_buf_printf(&b, "Content-Length: %zu\r\n", body != NULL ? blen : 0);
+    lg_buf_append(&b, headers->data, headers->len);
+    lg_buf_lit(&b, "\r\n");
+    if (body != NULL)
+        lg_buf_append(&b, body, blen);
+    r->reqvec = h2o_iovec_init(b.data, b.len); /* owned by r from here */
+    lg_rt_t *rt = r->e->rt;
+    lg_timer_init(&r->deadline, h2o_on_deadline);
+    lg_timers_add(&rt->timers, &r->deadline, lg_now_mono_ms() + (uint64_t)timeout_ms);
+    h2o_http1client_connect_with_pool(&r->client, r, lg_upstream_ctx(rt->upstream), lg_upstream_pool(rt->upstream, &u),
+                                      h2o_on_connect);
+    return 0;
+}
+
+/* raw_request(opts) -> true, res | false, err   (yields). Upvalue 1: the transport. */
 static int http_raw_request(lua_State *L)
 {
+    transport_t transport = (transport_t)lua_tointeger(L, lua_upvalueindex(1));
     luaL_checktype(L, 1, LUA_TTABLE);
     lg_exec_t *e = lg_sched_check(L, "luagent.http.request");
     lua_getfield(L, 1, "url");
@@ -266,38 +444,29 @@ static int http_raw_request(lua_State *L)
     lua_getfield(L, 1, "body");
     size_t blen = 0;
     const char *body = NULL;
-    lg_buf_t json = {0};
     int body_is_json = 0;
     if (lua_istable(L, -1)) {
+        lg_buf_t json = {0};
         lg_json_error_t jerr;
         if (lg_json_encode(L, -1, &json, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) != LG_JSON_OK) {
             lg_buf_free(&json);
             return luaL_error(L, "luagent.http.request: body: %s", jerr.msg);
         }
-        body = json.data, blen = json.len, body_is_json = 1;
+        lua_pushlstring(L, json.data, json.len); /* the Lua stack owns it: no leak if we raise below */
+        lg_buf_free(&json);
+        body = lua_tolstring(L, -1, &blen);
+        body_is_json = 1;
     } else if (!lua_isnil(L, -1)) {
         body = luaL_checklstring(L, -1, &blen);
     }
     if (method == NULL)
         method = body != NULL ? "POST" : "GET";
     for (const char *c = method; *c; c++)
-        if (!(*c >= 'A' && *c <= 'Z')) {
-            lg_buf_free(&json);
+        if (!(*c >= 'A' && *c <= 'Z'))
             return luaL_error(L, "luagent.http.request: bad method '%s'", method);
-        }
 
-    http_req_t *r = calloc(1, sizeof(*r));
-    r->res.release = req_release;
-    r->e = e;
-    r->m = e->rt->curl;
-    r->easy = lg_curlm_easy(r->m);
-    r->max_body = (size_t)opt_number(L, "max_body_bytes", DEFAULT_MAX_BODY);
-    lua_getfield(L, 1, "stream");
-    r->stream = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    lg_exec_own(e, &r->res); /* from here on, any error path frees it with the execution */
-
-    /* headers */
+    /* headers, checked before anything is allocated */
+    lg_buf_t lines = {0};
     int has_ct = 0;
     lua_getfield(L, 1, "headers");
     if (lua_istable(L, -1)) {
@@ -306,18 +475,16 @@ static int http_raw_request(lua_State *L)
             const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             const char *value = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
             if (name == NULL || value == NULL || !valid_header_name(name) || strpbrk(value, "\r\n") != NULL) {
-                lg_buf_free(&json);
+                lg_buf_free(&lines);
                 return luaL_error(L, "luagent.http.request: bad header %s", name ? name : "(not a string)");
             }
             has_ct |= strcasecmp(name, "content-type") == 0;
-            lua_pushfstring(L, "%s: %s", name, value);
-            r->hdrs = curl_slist_append(r->hdrs, lua_tostring(L, -1));
-            lua_pop(L, 2);
+            lg_buf_printf(&lines, "%s: %s\r\n", name, value);
+            lua_pop(L, 1);
         }
     }
     if (body_is_json && !has_ct)
-        r->hdrs = curl_slist_append(r->hdrs, "Content-Type: application/json");
-    r->hdrs = curl_slist_append(r->hdrs, "Expect:");
+        lg_buf_lit(&lines, "Content-Type: application/json\r\n");
 
     /* the deadline: the request's own, never past the execution's */
     uint64_t now = lg_now_mono_ms();
@@ -325,28 +492,38 @@ static int http_raw_request(lua_State *L)
     uint64_t left = e->budget.deadline_ms > now ? e->budget.deadline_ms - now : 1;
     long timeout_ms = timeout > 0 && timeout < (lua_Number)left ? (long)timeout : (long)left;
 
-    CURL *c = r->easy;
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->hdrs);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 10000 ? timeout_ms : 10000L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->errbuf);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
-    if (strcmp(method, "HEAD") == 0)
-        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-    else if (strcmp(method, "GET") != 0)
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)blen);
-        curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, body);
+    http_req_t *r = calloc(1, sizeof(*r));
+    r->res.release = req_release;
+    r->e = e;
+    r->transport = transport;
+    r->max_body = (size_t)opt_number(L, "max_body_bytes", DEFAULT_MAX_BODY);
+    lua_getfield(L, 1, "stream");
+    r->stream = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lg_exec_own(e, &r->res); /* from here on, every path frees it with the execution */
+    int rc;
+    if (transport == T_CURL) {
+        for (char *line = lines.data, *nl; line != NULL && (nl = strstr(line, "\r\n")) != NULL; line = nl + 2) {
+            *nl = '\0';
+            r->hdrs = curl_slist_append(r->hdrs, line);
+        }
+        rc = start_curl(L, r, url, method, body, blen, timeout_ms);
+    } else {
+        rc = start_h2o(L, r, url, method, body, blen, timeout_ms, &lines);
     }
-    lg_buf_free(&json);
-    if (lg_curlm_add(r->m, c, on_done, r) != 0) {
+    lg_buf_free(&lines);
+    if (rc != 0) {
         req_finish(r);
-        return luaL_error(L, "luagent.http.request: cannot start the transfer");
+        return luaL_error(L, "luagent.http.request: cannot start the request");
+    }
+    if (r->done) { /* finished synchronously (h2o reports some connect errors at once) */
+        if (r->failed)
+            push_error(L, r);
+        else
+            push_response(L, r);
+        if (!r->stream || r->failed)
+            req_finish(r);
+        return 2;
     }
     r->waiting = WAIT_HEAD;
     return lg_sched_yield(L, NULL, NULL);
@@ -369,14 +546,11 @@ static int http_read(lua_State *L)
         lua_pushboolean(L, 1);
         lua_pushlstring(L, r->body.data, r->body.len);
         lg_buf_reset(&r->body);
-        if (r->paused) {
-            r->paused = 0;
-            curl_easy_pause(r->easy, CURLPAUSE_CONT);
-        }
+        resume_transfer(r);
         return 2;
     }
     if (r->done) {
-        if (r->rc != CURLE_OK) {
+        if (r->failed) {
             push_error(L, r);
         } else {
             lua_pushboolean(L, 1);
@@ -412,18 +586,27 @@ static const char wrapper[] =
     "  return res\n"
     "end\n";
 
-void lg_bind_open_http(lua_State *L)
+static void push_request_function(lua_State *L, transport_t transport)
 {
-    luaL_newmetatable(L, HANDLE_MT);
-    lua_pushcfunction(L, handle_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushliteral(L, "http.response");
-    lua_setfield(L, -2, "__metatable");
+    if (luaL_newmetatable(L, HANDLE_MT)) {
+        lua_pushcfunction(L, handle_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, "http.response");
+        lua_setfield(L, -2, "__metatable");
+    }
     lua_pop(L, 1);
-    lua_newtable(L);
     if (luaL_loadbuffer(L, wrapper, sizeof(wrapper) - 1, "=luagent.http") != 0)
         lua_error(L);
-    lua_pushcfunction(L, http_raw_request);
+    lua_pushinteger(L, transport);
+    lua_pushcclosure(L, http_raw_request, 1);
     lua_call(L, 1, 1);
+}
+
+void lg_bind_open_http(lua_State *L)
+{
+    lua_newtable(L);
+    push_request_function(L, T_CURL);
     lua_setfield(L, -2, "request");
 }
+
+void lg_bind_push_upstream_request(lua_State *L) { push_request_function(L, T_H2O); }

@@ -8,6 +8,7 @@
 #include "luagent/agents.h"
 #include "luagent/bind.h"
 #include "luagent/curlm.h"
+#include "luagent/upstream.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
 
@@ -165,8 +166,10 @@ int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop)
         rt->scripts_gen[k] = (uint64_t)-1;
     }
     make_ctx_mt(L);
-    if (loop != NULL)
+    if (loop != NULL) {
         rt->curl = lg_curlm_new(loop, &rt->timers);
+        rt->upstream = lg_upstream_new(loop);
+    }
     return 0;
 }
 
@@ -177,6 +180,8 @@ void lg_rt_dispose(lg_rt_t *rt)
         lg_exec_cancel(rt->ready_head);
     lg_curlm_free(rt->curl);
     rt->curl = NULL;
+    lg_upstream_free(rt->upstream);
+    rt->upstream = NULL;
     lg_timers_free(&rt->timers);
     lg_vm_close(&rt->vm);
     while (rt->free_execs != NULL) {

@@ -53,7 +53,15 @@ const run = `r${process.pid}`; // unique suffix: "once" counters are per model n
 await fetch(`${FAKE_URL}/_reset`, { method: 'POST' });
 
 // ---------------------------------------------------------------------------------------------- OpenAI
-const openai = new OpenAI({ apiKey: 'sk-test-openai', baseURL: `${FAKE_URL}/v1`, timeout: 10000 });
+// openai@4 sends through node-fetch 2 with a keep-alive agent by default. On Node 18 that pair raises a
+// false "Premature close" at the end of every chunked body that is read with for-await over plain HTTP
+// keep-alive: reproduced against a bare node:http server too, so it is the client stack, not the fake
+// (node-fetch's chunked-ending check counts the reused socket's 'data' listeners). Node 18 has a global
+// fetch (undici), which openai@4 accepts as `fetch`: use it there; Node >= 20 keeps the SDK's default.
+const nodeMajor = Number(process.versions.node.split('.')[0]);
+const openaiTransport = nodeMajor < 20 ? { fetch: globalThis.fetch } : {};
+console.log(`# node ${process.versions.node}; openai transport: ${nodeMajor < 20 ? 'global fetch (undici)' : 'SDK default (node-fetch)'}`);
+const openai = new OpenAI({ apiKey: 'sk-test-openai', baseURL: `${FAKE_URL}/v1`, timeout: 10000, ...openaiTransport });
 const oaiTools = [{ type: 'function', function: { name: 'search', description: 'search the web',
   parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } } }];
 

@@ -6,8 +6,10 @@
 # libh2o-evloop 2.2.5, OpenSSL, libcurl (luagent.http), CA certificates for TLS upstreams, Meson.
 LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit2-5.1-dev libh2o-evloop-dev libssl-dev
                     libcurl4-openssl-dev ca-certificates)
-# Tests: cmocka, busted (run under luajit2), Python for the integration suite, curl for the scripts.
+# Tests: cmocka, busted (run under luajit2), Python for the integration suite and the fake
+# providers, curl for the scripts, Node (Debian's 18 unless one is there) for the official SDKs.
 LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl procps)
+command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
 
 luagent_install() {
   local missing=() p

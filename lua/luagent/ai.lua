@@ -56,7 +56,7 @@ local function api_key(a)
 end
 
 -- -> adapter, provider name, model name (prefix stripped)
-local function route(model, provider)
+local function resolve(model, provider)
   if provider then
     local a, pname = find_provider(provider)
     if not a then misuse("no provider named '%s' (see the providers directory)", provider) end
@@ -86,6 +86,20 @@ local function route(model, provider)
   local a = host.provider("openai")
   if not a then misuse("no provider for model '%s'", model) end
   return a, "openai", model
+end
+
+-- Routing a name is the same until a provider file changes: remember the answers per worker.
+local routes, routes_gen = {}, nil
+
+local function route(model, provider)
+  local gen = host.providers_gen()
+  if gen ~= routes_gen then routes, routes_gen = {}, gen end
+  local key = (provider or "") .. "\0" .. (model or "")
+  local hit = routes[key]
+  if hit then return host.provider(hit[1]) or resolve(model, provider), hit[1], hit[2] end
+  local a, pname, name = resolve(model, provider)
+  routes[key] = {pname, name}
+  return a, pname, name
 end
 
 -- ---- one HTTP attempt ----

@@ -10,6 +10,7 @@
 #include "luagent/agents.h"
 #include "luagent/bind.h"
 #include "luagent/json.h"
+#include "luagent/registry.h"
 #include "luagent/sched.h"
 
 #include "ai_bc.h" /* generated from lua/luagent/ai.lua: luaJIT_BC_ai, luaJIT_BC_ai_SIZE */
@@ -49,6 +50,13 @@ static int h_providers(lua_State *L)
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    return 1;
+}
+
+/* providers_gen() -> a number that changes whenever a provider file changes */
+static int h_providers_gen(lua_State *L)
+{
+    lua_pushnumber(L, (lua_Number)lg_registry_gen(LG_SCRIPT_PROVIDER));
     return 1;
 }
 
@@ -172,7 +180,7 @@ void lg_exec_usage_json(lg_exec_t *e, lg_buf_t *out)
 void lg_bind_open_ai(lua_State *L, int luagent)
 {
     static const luaL_Reg host[] = {
-        {"provider", h_provider},       {"providers", h_providers},       {"setting", h_setting},
+        {"provider", h_provider},       {"providers", h_providers},       {"providers_gen", h_providers_gen},       {"setting", h_setting},
         {"emit_token", h_emit_token},   {"stream_wanted", h_stream_wanted}, {"usage_add", h_usage_add},
         {"deadline_ms", h_deadline_ms},
         {NULL, NULL}};

@@ -35,23 +35,32 @@ lg_upstream_t *lg_upstream_new(h2o_loop_t *loop)
     h2o_timeout_init(loop, &u->io_timeout, IO_TIMEOUT_MS);
     u->getaddr_queue = h2o_multithread_create_queue(loop);
     h2o_multithread_register_receiver(u->getaddr_queue, &u->getaddr_receiver, h2o_hostinfo_getaddr_receiver);
-    u->ssl_ctx = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(u->ssl_ctx, TLS1_2_VERSION);
-    SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_PEER, NULL);
-    if (SSL_CTX_set_default_verify_paths(u->ssl_ctx) != 1)
-        lg_log(LG_LOG_WARN, "no system CA certificates: TLS upstreams will fail verification");
     u->ctx.loop = loop;
     u->ctx.getaddr_receiver = &u->getaddr_receiver;
     u->ctx.io_timeout = &u->io_timeout;
-    u->ctx.ssl_ctx = u->ssl_ctx;
     return u;
 }
 
 h2o_http1client_ctx_t *lg_upstream_ctx(lg_upstream_t *u) { return &u->ctx; }
 
+/* Loading the system CA store costs ~50 ms: only runtimes that talk TLS pay it, on first use. */
+static void ensure_tls(lg_upstream_t *u)
+{
+    if (u->ssl_ctx != NULL)
+        return;
+    u->ssl_ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(u->ssl_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(u->ssl_ctx, SSL_VERIFY_PEER, NULL);
+    if (SSL_CTX_set_default_verify_paths(u->ssl_ctx) != 1)
+        lg_log(LG_LOG_WARN, "no system CA certificates: TLS upstreams will fail verification");
+    u->ctx.ssl_ctx = u->ssl_ctx;
+}
+
 h2o_socketpool_t *lg_upstream_pool(lg_upstream_t *u, const h2o_url_t *url)
 {
     int ssl = url->scheme == &H2O_URL_SCHEME_HTTPS;
+    if (ssl)
+        ensure_tls(u);
     uint16_t port = h2o_url_get_port(url);
     for (size_t i = 0; i < u->norigins; i++) {
         origin_t *o = u->origins[i];
@@ -83,6 +92,7 @@ void lg_upstream_free(lg_upstream_t *u)
     h2o_multithread_unregister_receiver(u->getaddr_queue, &u->getaddr_receiver);
     h2o_multithread_destroy_queue(u->getaddr_queue);
     h2o_timeout_dispose(u->loop, &u->io_timeout);
-    SSL_CTX_free(u->ssl_ctx);
+    if (u->ssl_ctx != NULL)
+        SSL_CTX_free(u->ssl_ctx);
     free(u);
 }

@@ -91,6 +91,7 @@ void lg_upstream_free(lg_upstream_t *u)
     free(u->origins);
     h2o_multithread_unregister_receiver(u->getaddr_queue, &u->getaddr_receiver);
     h2o_multithread_destroy_queue(u->getaddr_queue);
+    free(u->getaddr_queue); /* 2.2.5's evloop destroy_queue closes the queue's socket but leaks its struct */
     h2o_timeout_dispose(u->loop, &u->io_timeout);
     if (u->ssl_ctx != NULL)
         SSL_CTX_free(u->ssl_ctx);

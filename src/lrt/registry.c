@@ -302,7 +302,8 @@ int lg_registry_scan(lg_script_kind_t kind)
         changed++;
     }
     R->n = j;
-    qsort(R->v, R->n, sizeof(*R->v), cmp_entry);
+    if (R->n > 1)
+        qsort(R->v, R->n, sizeof(*R->v), cmp_entry);
     pthread_mutex_unlock(&R->mu);
     return changed;
 }

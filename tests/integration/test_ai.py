@@ -251,3 +251,106 @@ class MockDefaultTests(ServerTestCase):
     def test_sample_agents(self):
         r = self.server.request("GET", "/api/v1/agents")
         self.assertEqual(200, r.status)
+
+
+class ProviderSwapTests(ServerTestCase):
+    """A provider is a script like an agent: added, changed and removed without a restart."""
+    WORKERS = 2
+    AGENTS = {"chat": CHAT}
+
+    @classmethod
+    def setUpClass(cls):
+        import tempfile
+        cls.pdir = tempfile.mkdtemp(prefix="luagent-providers-")
+        cls.ENV = {"LUAGENT_PROVIDERS_DIR": cls.pdir}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        import shutil
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.pdir, ignore_errors=True)
+
+    def write_provider(self, text):
+        import os
+        tmp = os.path.join(self.pdir, ".shout.tmp")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(self.pdir, "shout.lua"))
+
+    def wait_content(self, model, want, timeout=3.0):
+        end, r = time.monotonic() + timeout * SLOW, None
+        while time.monotonic() < end:
+            r = self.server.execute("chat", {"model": model, "prompt": "hi there"})
+            if r.status == 200 and r.body["result"]["content"] == want:
+                return r
+            time.sleep(0.02)
+        self.fail(f"never got {want!r}: {r.describe() if r else None}")
+
+    def test_add_change_remove_a_provider(self):
+        src = '''
+return {
+  name = "shout", default_model = "loud-1", families = {"^loud"},
+  local_call = function(req)
+    local text = req.messages[#req.messages].content
+    return {content = %s, tool_calls = luagent.json.array({}), usage = {input_tokens = 1, output_tokens = 1},
+            finish_reason = "stop", model = req.model}
+  end,
+}
+'''
+        self.write_provider(src % "text:upper()")
+        r = self.wait_content("shout/anything", "HI THERE")
+        self.assertEqual("shout", r.body["result"]["provider"])
+        self.wait_content("loud-2", "HI THERE")  # a bare name routed by the new provider's family
+        self.write_provider(src % "text:reverse()")
+        self.wait_content("shout/anything", "ereht ih")
+        import os
+        os.unlink(os.path.join(self.pdir, "shout.lua"))
+        end = time.monotonic() + 3 * SLOW
+        while time.monotonic() < end:
+            r = self.server.execute("chat", {"model": "shout/x", "prompt": "hi"})
+            if r.status != 200:
+                break
+            time.sleep(0.02)
+        self.assertEqual(500, r.status, r.describe())  # no provider "shout": an agent error (misuse)
+
+
+class StreamDisconnectTests(ServerTestCase):
+    """A streaming client that leaves mid-answer: the provider stream is cancelled too."""
+    WORKERS = 1
+    AGENTS = {"chat": CHAT}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.fake = FakeProviders(chunk_delay=0.05, slow_delay=0.5)
+        cls.fake.start()
+        cls.ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"), "OPENAI_API_KEY": "sk-x",
+                   "OPENAI_BASE_URL": cls.fake.openai_base_url}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.fake.stop()
+
+    def test_leaving_mid_stream_cancels_the_provider_stream(self):
+        before = self.fake.stats()["cancelled"]
+        body = json.dumps({"task": {"model": unique("gpt-fake-slow"),
+                                    "prompt": " ".join(["word"] * 40)}}).encode()
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(b"POST /api/v1/agents/chat/execute HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n"
+                      b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            got = b""
+            while b"event: token" not in got:
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, "the stream ended before any token")
+                got += chunk
+        end = time.monotonic() + 4 * SLOW
+        while self.fake.stats()["cancelled"] <= before and time.monotonic() < end:
+            time.sleep(0.05)
+        self.assertGreater(self.fake.stats()["cancelled"], before, self.server.log_tail(8))
+        self.assertEqual(200, self.server.request("GET", "/health").status)

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,6 +18,20 @@
 #include "luagent/worker.h"
 
 static lg_server_t S;
+
+/* Every in-flight execution may hold a client socket and an upstream socket: allow many fds.
+ * Raise the hard limit too when we may (root), else the soft limit up to the hard one. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    struct rlimit want = {.rlim_cur = 262144, .rlim_max = rl.rlim_max > 262144 ? rl.rlim_max : 262144};
+    if (setrlimit(RLIMIT_NOFILE, &want) != 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
 
 /* Main thread: rescan the agents directory whenever inotify says something changed in it. */
 static void on_scripts_changed(int ifd, const lg_config_t *cfg)
@@ -68,6 +83,7 @@ int lg_server_run(const lg_config_t *cfg)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);

@@ -146,14 +146,13 @@ local function attempt(a, pname, req, cfg, timeout_ms, progress)
     return result
   end
   local r = a.build_request(req, cfg)
-  local headers = {}
-  for k, v in pairs(r.headers or {}) do headers[k] = v end
+  local headers = r.headers or {} -- the adapter's own fresh table
   headers["content-type"] = headers["content-type"] or "application/json"
   if req.stream then headers["accept"] = "text/event-stream" end
   local body = r.body
   if type(body) == "table" then body = json.encode(body) end
   local res = host.request{method = r.method or "POST", url = r.url, headers = headers, body = body,
-                          timeout_ms = timeout_ms, stream = req.stream}
+                          timeout_ms = timeout_ms, stream = req.stream, lean = true}
   if res.status < 200 or res.status > 299 then
     local text = res.body or read_all(res)
     local c = a.classify_error and a.classify_error(res.status, res.headers, text) or default_classify(res.status)
@@ -161,11 +160,10 @@ local function attempt(a, pname, req, cfg, timeout_ms, progress)
                  message = pname .. ": " .. tostring(c.message or ("HTTP " .. res.status)), type = c.type}
   end
   if not req.stream then
-    local ok, decoded = pcall(json.decode, res.body)
-    if not ok then
+    if res.json == nil then
       return nil, {retryable = false, status = res.status, message = pname .. ": the reply is not valid JSON"}
     end
-    return a.parse_response(res.status, res.headers, decoded, req)
+    return a.parse_response(res.status, res.headers, res.json, req)
   end
   local state, buf = a.stream_init(req), ""
   local function feed(block)
@@ -197,17 +195,33 @@ local function backoff_ms(n) -- as the official SDKs: 0.5 s doubling, at most 8 
 end
 
 -- -> result, or nil + failure
+-- an adapter's settings (key, base URL) only change with the adapter or the call's base_url
+local cfgs = setmetatable({}, {__mode = "k"})
+
+local function config_for(a, base_url)
+  local byurl = cfgs[a]
+  if not byurl then byurl = {}; cfgs[a] = byurl end
+  local key = base_url or ""
+  local cfg = byurl[key]
+  if not cfg then
+    local base = base_url or (a.base_url_env and host.setting(a.base_url_env)) or a.default_base_url or ""
+    cfg = {api_key = api_key(a), base_url = (base:gsub("/+$", "")), anthropic_version = ANTHROPIC_VERSION}
+    byurl[key] = cfg
+  end
+  return cfg
+end
+
 local function call_model(a, pname, model, opts)
   local req = {model = model, messages = opts.messages, tools = opts.tools, tool_choice = opts.tool_choice,
                temperature = opts.temperature, max_tokens = opts.max_tokens,
                response_format = opts.response_format, stream = opts.stream == true}
-  local base = opts.base_url or (a.base_url_env and host.setting(a.base_url_env)) or a.default_base_url or ""
-  local cfg = {api_key = api_key(a), base_url = (base:gsub("/+$", "")), anthropic_version = ANTHROPIC_VERSION}
+  local cfg = config_for(a, opts.base_url)
   local retries = tonumber(opts.retries) or DEFAULT_RETRIES
   local timeout_ms = tonumber(opts.timeout_ms) or DEFAULT_TIMEOUT_MS
   local tries = 0
+  local progress = {streamed = false}
   while true do
-    local progress = {streamed = false}
+    progress.streamed = false
     local ok, result, failure = pcall(attempt, a, pname, req, cfg, timeout_ms, progress)
     if ok and result then
       local usage = type(result.usage) == "table" and result.usage or {}
@@ -308,17 +322,26 @@ local function normalize(opts)
     opts = copy
   end
   if type(opts.messages) ~= "table" or #opts.messages == 0 then misuse("messages (a list) or prompt is required") end
-  if opts.fallback ~= nil and type(opts.fallback) ~= "table" then misuse("fallback must be a list of models") end
+  if opts.fallback ~= nil then
+    if type(opts.fallback) ~= "table" then misuse("fallback must be a list of models") end
+    for _, m in ipairs(opts.fallback) do
+      if type(m) ~= "string" then misuse("fallback must be a list of model names") end
+    end
+  end
   return opts
 end
 
 function ai.chat(opts)
   opts = normalize(opts)
-  local candidates = {{model = opts.model, provider = opts.provider}}
-  for _, m in ipairs(opts.fallback or {}) do candidates[#candidates + 1] = {model = m} end
+  local fallback = opts.fallback or {}
   local last
-  for _, c in ipairs(candidates) do
-    local a, pname, model = route(c.model, c.provider)
+  for i = 0, #fallback do
+    local a, pname, model
+    if i == 0 then
+      a, pname, model = route(opts.model, opts.provider)
+    else
+      a, pname, model = route(fallback[i])
+    end
     local result, failure = call_model(a, pname, model, opts)
     if result then
       local rf = opts.response_format

@@ -54,6 +54,7 @@ struct http_req {
     size_t max_body;
     long status;
     int stream, headers_done, done, paused, too_large, waiting, failed, timed_out;
+    int lean; /* the provider path: for a 2xx, no headers table and the body decoded as `json` */
     http_handle_t *handle;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -112,7 +113,8 @@ static void push_response(lua_State *co, http_req_t *r)
     lua_pushinteger(co, r->status);
     lua_setfield(co, -2, "status");
     lua_newtable(co);
-    for (const char *p = r->hdr.data, *end = r->hdr.data + r->hdr.len; p != NULL && p < end;) {
+    int want_headers = !r->lean || r->status < 200 || r->status > 299;
+    for (const char *p = r->hdr.data, *end = r->hdr.data + r->hdr.len; want_headers && p != NULL && p < end;) {
         const char *name = p, *value = name + strlen(name) + 1;
         p = value + strlen(value) + 1;
         lua_getfield(co, -1, name);
@@ -135,6 +137,16 @@ static void push_response(lua_State *co, http_req_t *r)
         lua_setmetatable(co, -2);
         lua_pushcclosure(co, http_read, 1);
         lua_setfield(co, -2, "read");
+    } else if (r->lean && r->status >= 200 && r->status <= 299) {
+        /* the decoded body straight from the buffer, no string in between; raw text if not JSON */
+        lg_json_error_t jerr;
+        if (lg_json_decode(co, r->body.data ? r->body.data : "", r->body.len, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) ==
+            LG_JSON_OK)
+            lua_setfield(co, -2, "json");
+        else {
+            lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
+            lua_setfield(co, -2, "body");
+        }
     } else {
         lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
         lua_setfield(co, -2, "body");
@@ -499,7 +511,9 @@ static int http_raw_request(lua_State *L)
     r->max_body = (size_t)opt_number(L, "max_body_bytes", DEFAULT_MAX_BODY);
     lua_getfield(L, 1, "stream");
     r->stream = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    lua_getfield(L, 1, "lean");
+    r->lean = lua_toboolean(L, -1);
+    lua_pop(L, 2);
     lg_exec_own(e, &r->res); /* from here on, every path frees it with the execution */
     int rc;
     if (transport == T_CURL) {

@@ -434,7 +434,6 @@ static int start_h2o(lua_State *L, http_req_t *r, const char *url, const char *m
         lg_buf_append(&b, body, blen);
     r->reqvec = h2o_iovec_init(b.data, b.len); /* owned by r from here */
     lg_rt_t *rt = r->e->rt;
-    lg_timer_init(&r->deadline, h2o_on_deadline);
     lg_timers_add(&rt->timers, &r->deadline, lg_now_mono_ms() + (uint64_t)timeout_ms);
     h2o_http1client_connect_with_pool(&r->client, r, lg_upstream_ctx(rt->upstream), lg_upstream_pool(rt->upstream, &u),
                                       h2o_on_connect);
@@ -508,6 +507,7 @@ static int http_raw_request(lua_State *L)
     r->res.release = req_release;
     r->e = e;
     r->transport = transport;
+    lg_timer_init(&r->deadline, h2o_on_deadline); /* idle until start_h2o arms it */
     r->max_body = (size_t)opt_number(L, "max_body_bytes", DEFAULT_MAX_BODY);
     lua_getfield(L, 1, "stream");
     r->stream = lua_toboolean(L, -1);

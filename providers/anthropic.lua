@@ -303,27 +303,8 @@ end
 
 -- errors ----------------------------------------------------------------------------------------
 
-local function header(headers, name)
-  if type(headers) ~= "table" then return nil end
-  local v = headers[name]
-  if type(v) == "table" then v = v[1] end
-  if type(v) == "number" then return tostring(v) end
-  return str(v)
-end
-
-local function retry_after_ms(headers)
-  local v = header(headers, "retry-after-ms")
-  local n = v and tonumber(v:match("^%s*(%d+%.?%d*)%s*$"))
-  if n then return math.floor(n + 0.5) end
-  v = header(headers, "retry-after")
-  n = v and tonumber(v:match("^%s*(%d+%.?%d*)%s*$")) -- an HTTP date does not match: ignored
-  if n then return math.floor(n * 1000 + 0.5) end
-  return nil
-end
-
-local function retryable_status(s)
-  return s == 408 or s == 409 or s == 429 or (s >= 500 and s <= 599)
-end
+local header, retry_after_ms, retryable_status = -- shared: lua/luagent/httputil.lua
+  luagent.http.header, luagent.http.retry_after_ms, luagent.http.retryable_status
 
 local function classify_error(status, headers, body_text)
   status = tonumber(status) or 0

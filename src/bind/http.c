@@ -22,6 +22,8 @@
 #include "luagent/sched.h"
 #include "luagent/upstream.h"
 
+#include "httputil_bc.h" /* generated from lua/luagent/httputil.lua */
+
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_MAX_BODY (16u << 20)
 #define STREAM_HIGH_WATER (256u << 10) /* pause the transfer when this much is buffered unread */
@@ -618,7 +620,10 @@ static void push_request_function(lua_State *L, transport_t transport)
 
 void lg_bind_open_http(lua_State *L)
 {
-    lua_newtable(L);
+    /* the pure helpers (header, retry_after_ms, retryable_status) are Lua: lua/luagent/httputil.lua */
+    if (luaL_loadbuffer(L, (const char *)luaJIT_BC_httputil, luaJIT_BC_httputil_SIZE, "=luagent/httputil.lua") != 0)
+        lua_error(L);
+    lua_call(L, 0, 1);
     push_request_function(L, T_CURL);
     lua_setfield(L, -2, "request");
 }

@@ -233,7 +233,7 @@ local function sandbox_env()
   env.os = copy(os, {"time", "clock", "date", "difftime"})
   env.string = copy(string, {"byte", "char", "find", "format", "gmatch", "gsub", "len", "lower",
                              "match", "rep", "reverse", "sub", "upper"})
-  env.luagent = {json = JSON}
+  env.luagent = {json = JSON, http = dofile("lua/luagent/httputil.lua")}
   return setmetatable(env, {
     __index = function(_, k) error("adapter read an undefined global: " .. tostring(k), 2) end,
     __newindex = function(_, k) error("adapter set a global: " .. tostring(k), 2) end,

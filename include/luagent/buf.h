@@ -22,8 +22,9 @@ typedef struct lg_buf {
 char *lg_buf_reserve(lg_buf_t *b, size_t extra);
 void lg_buf_append(lg_buf_t *b, const void *p, size_t n);
 void lg_buf_printf(lg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/** Append `s` as a JSON string literal (quotes included), escaping control chars, '"' and '\\'.
- *  Bytes >= 0x80 are copied as they are (callers pass valid UTF-8). */
+/** Append `s` as a JSON string literal (quotes included): control chars, '"' and '\\' escaped,
+ *  valid UTF-8 copied as it is, each byte of an invalid sequence replaced by U+FFFD, so the output
+ *  is always valid JSON whatever the input (agent error messages, log fields, encoded values). */
 void lg_buf_json_str(lg_buf_t *b, const char *s, size_t n);
 /** Append an unsigned integer in decimal. */
 void lg_buf_u64(lg_buf_t *b, uint64_t v);
@@ -31,6 +32,33 @@ void lg_buf_u64(lg_buf_t *b, uint64_t v);
 void lg_buf_fixed3(lg_buf_t *b, double v);
 /** Release memory; the buffer is empty and reusable afterwards. */
 void lg_buf_free(lg_buf_t *b);
+
+/* Length of the valid UTF-8 sequence at p (1..4), or 0 if the bytes there are not one
+ * (overlong forms, surrogates, > U+10FFFF, truncation all refused). */
+static inline size_t lg_utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t avail = (size_t)(end - p);
+    if (c < 0x80)
+        return 1;
+    if (c < 0xC2)
+        return 0;
+    if (c < 0xE0)
+        return (avail >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
+    if (c < 0xF0) {
+        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        if (avail < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80)
+            return 0;
+        return 3;
+    }
+    if (c < 0xF5) {
+        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
+            return 0;
+        return 4;
+    }
+    return 0;
+}
 
 static inline void lg_buf_reset(lg_buf_t *b)
 {

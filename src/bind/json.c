@@ -92,33 +92,6 @@ static double strtod_c(const char *s)
     return loc ? strtod_l(s, NULL, loc) : strtod(s, NULL);
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 if the bytes there are not one
- * (overlong forms, surrogates, > U+10FFFF, truncation all refused). */
-static inline size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0];
-    size_t avail = (size_t)(end - p);
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2)
-        return 0;
-    if (c < 0xE0)
-        return (avail >= 2 && (p[1] & 0xC0) == 0x80) ? 2 : 0;
-    if (c < 0xF0) {
-        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-        if (avail < 3 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80)
-            return 0;
-        return 3;
-    }
-    if (c < 0xF5) {
-        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-        if (avail < 4 || p[1] < lo || p[1] > hi || (p[2] & 0xC0) != 0x80 || (p[3] & 0xC0) != 0x80)
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 void lg_json_push_array_mt(lua_State *L)
 {
     lua_pushlightuserdata(L, &k_array_mt);
@@ -289,7 +262,7 @@ static int dec_string(dec_t *d, const unsigned char **pp)
             dec_fail(d, LG_JSON_ESYNTAX, q, "unescaped control character 0x%02x in string", c);
             return 0;
         }
-        size_t n = utf8_len(q, end);
+        size_t n = lg_utf8_len(q, end);
         if (n == 0) {
             dec_fail(d, LG_JSON_EUTF8, q, "invalid UTF-8 byte 0x%02x in string", c);
             return 0;
@@ -372,7 +345,7 @@ static int dec_string(dec_t *d, const unsigned char **pp)
             dec_fail(d, LG_JSON_ESYNTAX, q, "unescaped control character 0x%02x in string", c);
             return 0;
         }
-        size_t n = utf8_len(q, r);
+        size_t n = lg_utf8_len(q, r);
         if (n == 0) {
             dec_fail(d, LG_JSON_EUTF8, q, "invalid UTF-8 byte 0x%02x in string", c);
             return 0;
@@ -699,16 +672,6 @@ fail:
 /* ------------------------------------------------------------------------------------------ */
 
 /* Byte classes when writing a string: 0 as is, 1 escape, 2 >= 0x80 (validate). */
-static const unsigned char enc_cls[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-};
 
 #define ENC_PATH 512
 
@@ -841,63 +804,6 @@ static int enc_number(enc_t *e, double x)
     return 1;
 }
 
-static void enc_string(lg_buf_t *b, const char *str, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    const unsigned char *s = (const unsigned char *)str, *end = s + n;
-    /* Output per input byte is at most 6 (\u00XX); reserve per chunk so a huge string does not
-     * reserve 6x its size at once. A sequence may end up to 3 bytes past its chunk. */
-    size_t chunk = n > 4096 ? 4096 : n;
-    char *o0 = enc_room(b, chunk * 6 + 16), *o = o0;
-    const unsigned char *cend = s + chunk;
-    *o++ = '"';
-    for (;;) {
-        while (s < cend && enc_cls[*s] == 0)
-            *o++ = (char)*s++;
-        if (s >= cend) {
-            if (s >= end)
-                break;
-            b->len += (size_t)(o - o0);
-            chunk = (size_t)(end - s) > 4096 ? 4096 : (size_t)(end - s);
-            o0 = o = enc_room(b, chunk * 6 + 16);
-            cend = s + chunk;
-            continue;
-        }
-        unsigned c = *s;
-        if (c < 0x80) {
-            *o++ = '\\';
-            switch (c) {
-            case '"': *o++ = '"'; break;
-            case '\\': *o++ = '\\'; break;
-            case '\n': *o++ = 'n'; break;
-            case '\r': *o++ = 'r'; break;
-            case '\t': *o++ = 't'; break;
-            case '\b': *o++ = 'b'; break;
-            case '\f': *o++ = 'f'; break;
-            default:
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hex[c >> 4];
-                *o++ = hex[c & 15];
-            }
-            s++;
-        } else {
-            size_t k = utf8_len(s, end);
-            if (k) {
-                memcpy(o, s, k);
-                o += k;
-                s += k;
-            } else {
-                memcpy(o, "\xEF\xBF\xBD", 3); /* U+FFFD */
-                o += 3;
-                s++;
-            }
-        }
-    }
-    *o++ = '"';
-    b->len += (size_t)(o - o0);
-}
 
 static int enc_value(enc_t *e, int idx, int depth);
 
@@ -1000,7 +906,7 @@ static int enc_table(enc_t *e, int idx, int depth)
         int kt = lua_type(L, -2);
         if (kt == LUA_TSTRING) {
             ks = lua_tolstring(L, -2, &kn);
-            enc_string(e->b, ks, kn);
+            lg_buf_json_str(e->b, ks, kn);
         } else if (kt == LUA_TNUMBER) {
             double k = lua_tonumber(L, -2);
             if (!isfinite(k))
@@ -1045,7 +951,7 @@ static int enc_value(enc_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        enc_string(e->b, s, n);
+        lg_buf_json_str(e->b, s, n);
         return 1;
     }
     case LUA_TTABLE:

@@ -47,33 +47,74 @@ void lg_buf_printf(lg_buf_t *b, const char *fmt, ...)
     b->len += (size_t)n;
 }
 
-void lg_buf_json_str(lg_buf_t *b, const char *s, size_t n)
+/* 1: needs escaping (control, '"', '\\'), 2: starts a multi-byte sequence, 0: copied as it is */
+static const unsigned char enc_cls[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+};
+
+void lg_buf_json_str(lg_buf_t *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
-    char *out = lg_buf_reserve(b, n * 6 + 2), *o = out;
+    const unsigned char *s = (const unsigned char *)str, *end = s + n;
+    /* Output per input byte is at most 6 (\u00XX); reserve per chunk so a huge string does not
+     * reserve 6x its size at once. A sequence may end up to 3 bytes past its chunk. */
+    size_t chunk = n > 4096 ? 4096 : n;
+    char *o0 = lg_buf_reserve(b, chunk * 6 + 16), *o = o0;
+    const unsigned char *cend = s + chunk;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            *o++ = (char)c;
+    for (;;) {
+        while (s < cend && enc_cls[*s] == 0)
+            *o++ = (char)*s++;
+        if (s >= cend) {
+            if (s >= end)
+                break;
+            b->len += (size_t)(o - o0);
+            chunk = (size_t)(end - s) > 4096 ? 4096 : (size_t)(end - s);
+            o0 = o = lg_buf_reserve(b, chunk * 6 + 16);
+            cend = s + chunk;
             continue;
         }
-        *o++ = '\\';
-        switch (c) {
-        case '"': *o++ = '"'; break;
-        case '\\': *o++ = '\\'; break;
-        case '\n': *o++ = 'n'; break;
-        case '\r': *o++ = 'r'; break;
-        case '\t': *o++ = 't'; break;
-        case '\b': *o++ = 'b'; break;
-        case '\f': *o++ = 'f'; break;
-        default:
-            *o++ = 'u'; *o++ = '0'; *o++ = '0';
-            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+        unsigned c = *s;
+        if (c < 0x80) {
+            *o++ = '\\';
+            switch (c) {
+            case '"': *o++ = '"'; break;
+            case '\\': *o++ = '\\'; break;
+            case '\n': *o++ = 'n'; break;
+            case '\r': *o++ = 'r'; break;
+            case '\t': *o++ = 't'; break;
+            case '\b': *o++ = 'b'; break;
+            case '\f': *o++ = 'f'; break;
+            default:
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
+            }
+            s++;
+        } else {
+            size_t k = lg_utf8_len(s, end);
+            if (k) {
+                memcpy(o, s, k);
+                o += k;
+                s += k;
+            } else {
+                memcpy(o, "\xEF\xBF\xBD", 3); /* U+FFFD */
+                o += 3;
+                s++;
+            }
         }
     }
     *o++ = '"';
-    b->len += (size_t)(o - out);
+    b->len += (size_t)(o - o0);
     b->data[b->len] = '\0';
 }
 

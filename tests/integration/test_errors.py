@@ -18,6 +18,13 @@ return {
   end,
 }
 ''',
+        "bad_bytes": '''
+return {
+  execute = function(task, ctx)
+    error("bad \\255 byte in " .. string.char(0xe2, 0x82))
+  end,
+}
+''',
         "slow_timeout": '''
 return {
   timeout_ms = 200,
@@ -113,6 +120,12 @@ return {
         self.assertNotIn(str(self.server.agents_dir), msg, "agent file path leaked to the client")
         self.assertNotRegex(msg, r"\.lua:\d+", "file:line position leaked to the client")
         self.assertNotIn("stack traceback", r.raw.decode("utf-8", "replace"))
+
+    def test_invalid_utf8_in_a_message_still_gives_valid_json(self):
+        r = self.server.execute("bad_bytes", {})
+        r.raw.decode("utf-8")  # strict: raises on invalid UTF-8
+        err = self.assertError(r, 500, "agent_error")
+        self.assertEqual("bad \ufffd byte in \ufffd\ufffd", err["message"])
 
     def test_agent_error_table(self):
         r = self.server.execute("table_error", {})

@@ -40,12 +40,21 @@ static void test_json_str_escapes(void **state)
     lg_buf_free(&b);
 }
 
+static void test_json_str_replaces_invalid_utf8(void **state)
+{
+    lg_buf_t b = {0};
+    lg_buf_json_str(&b, "a\xff\xc3(\xe2\x82\xac", 7); /* 0xff, a truncated 2-byte, then a valid euro sign */
+    assert_string_equal(b.data, "\"a\xEF\xBF\xBD\xEF\xBF\xBD(\xe2\x82\xac\"");
+    lg_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_append_and_printf),
         cmocka_unit_test(test_grows_past_initial_capacity),
         cmocka_unit_test(test_json_str_escapes),
+        cmocka_unit_test(test_json_str_replaces_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -109,6 +109,9 @@ void lg_rt_dispose(lg_rt_t *rt);
  *  fire due timers, resume every ready execution, flush buffered log lines. */
 void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms);
 
+/** The runtime's libcurl multi / h2o client, created on first use (they cost memory and start-up). */
+struct lg_curlm *lg_rt_curl(lg_rt_t *rt);
+struct lg_upstream *lg_rt_upstream(lg_rt_t *rt);
 /** Cancel every execution of this runtime (drain timeout, shutdown). */
 void lg_rt_cancel_all(lg_rt_t *rt);
 /** Resume every ready execution (part of lg_rt_run_once). */

@@ -66,8 +66,10 @@ static void req_free(http_req_t *r)
     if (r->handle != NULL)
         r->handle->req = NULL;
     if (r->transport == T_CURL) {
-        lg_curlm_release(r->m, r->easy); /* cancels the transfer if it is still running */
-        curl_slist_free_all(r->hdrs);
+        if (r->easy != NULL)
+            lg_curlm_release(r->m, r->easy); /* cancels the transfer if it is still running */
+        if (r->hdrs != NULL)
+            curl_slist_free_all(r->hdrs);
     } else {
         if (r->client != NULL)
             h2o_http1client_cancel(r->client);
@@ -396,7 +398,11 @@ static lua_Number opt_number(lua_State *L, const char *field, lua_Number def)
 static int start_curl(lua_State *L, http_req_t *r, const char *url, const char *method, const char *body, size_t blen,
                       long timeout_ms)
 {
-    CURL *c = r->easy = lg_curlm_easy(r->m = r->e->rt->curl);
+    if ((r->m = lg_rt_curl(r->e->rt)) == NULL)
+        return -1; /* no libcurl on this machine (logged once) */
+    CURL *c = r->easy = lg_curlm_easy(r->m);
+    if (c == NULL)
+        return -1;
     r->hdrs = curl_slist_append(r->hdrs, "Expect:");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, r->hdrs);
@@ -437,7 +443,8 @@ static int start_h2o(lua_State *L, http_req_t *r, const char *url, const char *m
     r->reqvec = h2o_iovec_init(b.data, b.len); /* owned by r from here */
     lg_rt_t *rt = r->e->rt;
     lg_timers_add(&rt->timers, &r->deadline, lg_now_mono_ms() + (uint64_t)timeout_ms);
-    h2o_http1client_connect_with_pool(&r->client, r, lg_upstream_ctx(rt->upstream), lg_upstream_pool(rt->upstream, &u),
+    lg_upstream_t *up = lg_rt_upstream(rt);
+    h2o_http1client_connect_with_pool(&r->client, r, lg_upstream_ctx(up), lg_upstream_pool(up, &u),
                                       h2o_on_connect);
     return 0;
 }
@@ -517,8 +524,12 @@ static int http_raw_request(lua_State *L)
     r->lean = lua_toboolean(L, -1);
     lua_pop(L, 2);
     lg_exec_own(e, &r->res); /* from here on, every path frees it with the execution */
-    int rc;
-    if (transport == T_CURL) {
+    int rc = -1;
+    if (transport == T_CURL && lg_rt_curl(e->rt) == NULL) {
+        lg_buf_free(&lines);
+        req_finish(r);
+        return luaL_error(L, "luagent.http.request: libcurl is not available on this machine");
+    } else if (transport == T_CURL) {
         for (char *line = lines.data, *nl; line != NULL && (nl = strstr(line, "\r\n")) != NULL; line = nl + 2) {
             *nl = '\0';
             r->hdrs = curl_slist_append(r->hdrs, line);

@@ -5,7 +5,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <dlfcn.h>
+
 #include "luagent/ids.h"
+#include "luagent/log.h"
 
 typedef struct watcher {
     lg_curlm_t *m;
@@ -160,12 +163,51 @@ static int on_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
-static void global_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+lg_curl_api_t lg_curl;
+static int curl_loaded = -1;
+
+static void load_curl(void)
+{
+    void *h = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        lg_log(LG_LOG_ERROR, "luagent.http: cannot load libcurl.so.4: %s", dlerror());
+        curl_loaded = 0;
+        return;
+    }
+    struct { void **slot; const char *name; } syms[] = {
+#define SYM(field, name) {(void **)&lg_curl.field, name}
+        SYM(global_init, "curl_global_init"),     SYM(multi_init, "curl_multi_init"),
+        SYM(multi_setopt, "curl_multi_setopt"),   SYM(multi_socket_action, "curl_multi_socket_action"),
+        SYM(multi_info_read, "curl_multi_info_read"), SYM(multi_add_handle, "curl_multi_add_handle"),
+        SYM(multi_remove_handle, "curl_multi_remove_handle"), SYM(multi_cleanup, "curl_multi_cleanup"),
+        SYM(easy_init, "curl_easy_init"),         SYM(easy_reset, "curl_easy_reset"),
+        SYM(easy_setopt, "curl_easy_setopt"),     SYM(easy_getinfo, "curl_easy_getinfo"),
+        SYM(easy_cleanup, "curl_easy_cleanup"),   SYM(easy_pause, "curl_easy_pause"),
+        SYM(easy_strerror, "curl_easy_strerror"), SYM(slist_append, "curl_slist_append"),
+        SYM(slist_free_all, "curl_slist_free_all"),
+#undef SYM
+    };
+    for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++)
+        if ((*syms[i].slot = dlsym(h, syms[i].name)) == NULL) {
+            lg_log(LG_LOG_ERROR, "luagent.http: libcurl.so.4 has no %s", syms[i].name);
+            curl_loaded = 0;
+            return;
+        }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    curl_loaded = 1;
+}
+
+int lg_curl_load(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, load_curl);
+    return curl_loaded == 1 ? 0 : -1;
+}
 
 lg_curlm_t *lg_curlm_new(h2o_loop_t *loop, lg_timerheap_t *timers)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, global_init);
+    if (lg_curl_load() != 0)
+        return NULL;
     lg_curlm_t *m = calloc(1, sizeof(*m));
     m->loop = loop;
     m->timers = timers;

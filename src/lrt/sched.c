@@ -166,10 +166,8 @@ int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop)
         rt->scripts_gen[k] = (uint64_t)-1;
     }
     make_ctx_mt(L);
-    if (loop != NULL) {
-        rt->curl = lg_curlm_new(loop, &rt->timers);
-        rt->upstream = lg_upstream_new(loop);
-    }
+    /* rt->curl and rt->upstream are made on first use (lg_rt_curl, lg_rt_upstream): libcurl's global
+     * init alone touches ~5 MiB of its libraries' pages, which an echo-only worker never needs */
     return 0;
 }
 
@@ -426,6 +424,20 @@ void lg_exec_disown(lg_exec_t *e, lg_resource_t *r)
     if (r->next != NULL)
         r->next->prev = r->prev;
     r->prev = r->next = NULL;
+}
+
+struct lg_curlm *lg_rt_curl(lg_rt_t *rt)
+{
+    if (rt->curl == NULL)
+        rt->curl = lg_curlm_new(rt->loop, &rt->timers);
+    return rt->curl;
+}
+
+struct lg_upstream *lg_rt_upstream(lg_rt_t *rt)
+{
+    if (rt->upstream == NULL)
+        rt->upstream = lg_upstream_new(rt->loop);
+    return rt->upstream;
 }
 
 void lg_exec_run(lg_exec_t *e)

@@ -354,3 +354,58 @@ class StreamDisconnectTests(ServerTestCase):
             time.sleep(0.05)
         self.assertGreater(self.fake.stats()["cancelled"], before, self.server.log_tail(8))
         self.assertEqual(200, self.server.request("GET", "/health").status)
+
+
+class SampleAgentTests(ServerTestCase):
+    """The sample agents a new user meets, driven offline by the mock provider."""
+    WORKERS = 1
+    AGENTS = {n: (REPO / "agents" / f"{n}.lua").read_text() for n in ("ai", "summarize", "research")}
+
+    @classmethod
+    def setUpClass(cls):
+        import http.server
+        import threading
+
+        class Page(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = b"<p>luagent sample page</p>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        cls.page = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+        threading.Thread(target=cls.page.serve_forever, daemon=True).start()
+        cls.ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers")}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.page.shutdown()
+
+    def test_ai(self):
+        r = self.server.execute("ai", {"prompt": "hello sample"})
+        self.assertEqual("mock: hello sample", self.assertOk(r)["result"])
+
+    def test_summarize_streams_tokens(self):
+        status, headers, events, raw = self.server.sse_request("summarize", {"text": "one two three"})
+        self.assertEqual(200, status, raw)
+        tokens = "".join(e[1]["text"] for e in events if e[0] == "token")
+        result = [e for e in events if e[0] == "result"][0][1]["result"]
+        self.assertEqual(result["summary"], tokens)
+        self.assertIn("one two three", tokens)
+
+    def test_research_runs_its_http_tool(self):
+        url = f"http://127.0.0.1:{self.page.server_address[1]}/page"
+        r = self.server.execute("research", {"question": url})
+        res = self.assertOk(r)["result"]
+        self.assertEqual(2, res["steps"])
+        self.assertIn("luagent sample page", res["answer"])  # the tool's fetch reached the model
+        self.assertIn("200", res["answer"])

@@ -324,11 +324,7 @@ local function classify_error(status, headers, body_text)
   local should = header(headers, "x-should-retry")
   if should == "true" then r.retryable = true elseif should == "false" then r.retryable = false end
   if not r.message or r.message == "" then
-    r.message = "anthropic: HTTP " .. status
-    if type(body_text) == "string" and obj == nil then
-      local snippet = body_text:match("^%s*(.-)%s*$"):sub(1, 200)
-      if snippet ~= "" and not snippet:find("^<") then r.message = r.message .. ": " .. snippet end
-    end
+    r.message = luagent.http.status_message("anthropic", status, obj == nil and body_text or nil)
   end
   return r
 end

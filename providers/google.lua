@@ -286,11 +286,7 @@ local function classify_error(status, headers, body_text)
     r.message = obj.message
   end
   if not r.message or r.message == "" then
-    r.message = "gemini: HTTP " .. status
-    if type(body_text) == "string" and obj == nil then
-      local snippet = body_text:match("^%s*(.-)%s*$"):sub(1, 200)
-      if snippet ~= "" and not snippet:find("^<") then r.message = r.message .. ": " .. snippet end
-    end
+    r.message = luagent.http.status_message("gemini", status, obj == nil and body_text or nil)
   end
   return r
 end

@@ -104,14 +104,6 @@ static int h_deadline_ms(lua_State *L)
     return 1;
 }
 
-/* stream_wanted() -> whether the client of the running execution asked for SSE */
-static int h_stream_wanted(lua_State *L)
-{
-    lg_exec_t *e = lg_sched_current(L);
-    lua_pushboolean(L, e != NULL && e->stream);
-    return 1;
-}
-
 static void add_field(lua_State *L, int t, const char *k, lua_Number v)
 {
     lua_getfield(L, t, k);
@@ -181,7 +173,7 @@ void lg_bind_open_ai(lua_State *L, int luagent)
 {
     static const luaL_Reg host[] = {
         {"provider", h_provider},       {"providers", h_providers},       {"providers_gen", h_providers_gen},       {"setting", h_setting},
-        {"emit_token", h_emit_token},   {"stream_wanted", h_stream_wanted}, {"usage_add", h_usage_add},
+        {"emit_token", h_emit_token},   {"usage_add", h_usage_add},
         {"deadline_ms", h_deadline_ms},
         {NULL, NULL}};
     if (luaL_loadbuffer(L, (const char *)luaJIT_BC_ai, luaJIT_BC_ai_SIZE, "=luagent/ai.lua") != 0)

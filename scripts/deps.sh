@@ -3,12 +3,14 @@
 
 # Build and run: OpenResty's LuaJIT and its luajit (compiles lua/ into the binary; never Debian's
 # luajit/libluajit-5.1-dev: they conflict),
-# libh2o-evloop 2.2.5, OpenSSL, libcurl (luagent.http), CA certificates for TLS upstreams, Meson.
+# libh2o-evloop 2.2.5, OpenSSL, libcurl (luagent.http), libpq (PostgreSQL), hiredis (Redis),
+# CA certificates for TLS upstreams, Meson.
 LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit2-5.1-dev libh2o-evloop-dev libssl-dev
-                    libcurl4-openssl-dev ca-certificates)
+                    libcurl4-openssl-dev libpq-dev libhiredis-dev ca-certificates)
 # Tests: cmocka, busted (run under luajit2), Python for the integration suite and the fake
-# providers, curl for the scripts, Node (Debian's 18 unless one is there) for the official SDKs.
-LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl procps)
+# providers, curl for the scripts, a real PostgreSQL and Redis (started by the suite on temporary
+# ports), Node (Debian's 18 unless one is there) for the official SDKs.
+LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl procps postgresql-15 postgresql-client-15 redis-server)
 command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
 
 luagent_install() {

@@ -46,6 +46,14 @@ typedef struct lg_config {
     char *health_listen;             /* LUAGENT_HEALTH_LISTEN (host:port) */
     char *spill_dir;                 /* LUAGENT_SPILL_DIR ("./data/spill") */
     char *callback_secret;           /* LUAGENT_CALLBACK_SECRET (secret) */
+    int db_pool_size;                /* LUAGENT_DB_POOL_SIZE: Postgres connections per worker (4) */
+    int record_queue;                /* LUAGENT_RECORD_QUEUE: records held in memory per worker while
+                                        Postgres is away, before they go to the spill file (10000) */
+    int history_size;                /* LUAGENT_HISTORY_SIZE: executions kept by the in-memory history (10000) */
+    int session_ttl_s;               /* LUAGENT_SESSION_TTL_S: idle life of a ctx.session (86400) */
+    int job_concurrency;             /* LUAGENT_JOB_CONCURRENCY: async executions per worker at once (16) */
+    int job_claim_ms;                /* LUAGENT_JOB_CLAIM_MS: a job idle this long on a dead consumer is
+                                        reclaimed by another (30000) */
 } lg_config_t;
 
 /** Load defaults, then `dotenv_path` (NULL: ".env" in the working directory; a missing file is

@@ -411,6 +411,12 @@ static const var_t VARS[] = {
     {"LUAGENT_HEALTH_LISTEN", K_HOSTPORT, F(health_listen), 0, 0, NULL, NULL},
     {"LUAGENT_SPILL_DIR", K_STR, F(spill_dir), 0, 0, "./data/spill", NULL},
     {"LUAGENT_CALLBACK_SECRET", K_STR, F(callback_secret), 0, 0, NULL, NULL},
+    {"LUAGENT_DB_POOL_SIZE", K_INT, F(db_pool_size), 1, 64, NULL, NULL},
+    {"LUAGENT_RECORD_QUEUE", K_INT, F(record_queue), 1, 10000000, NULL, NULL},
+    {"LUAGENT_HISTORY_SIZE", K_INT, F(history_size), 1, 10000000, NULL, NULL},
+    {"LUAGENT_SESSION_TTL_S", K_INT, F(session_ttl_s), 1, 31536000, NULL, NULL},
+    {"LUAGENT_JOB_CONCURRENCY", K_INT, F(job_concurrency), 1, 10000, NULL, NULL},
+    {"LUAGENT_JOB_CLAIM_MS", K_INT, F(job_claim_ms), 100, 86400000, NULL, NULL},
     {"LUAGENT_LOG_FILE", K_STR, F(log_file), 0, 0, NULL, NULL},
 };
 
@@ -818,6 +824,12 @@ int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t 
     cfg->rate_limit_window_s = 0;
     cfg->memory_limit_mb = 256;
     cfg->drain_timeout_ms = 30000;
+    cfg->db_pool_size = 4;
+    cfg->record_queue = 10000;
+    cfg->history_size = 10000;
+    cfg->session_ttl_s = 86400;
+    cfg->job_concurrency = 16;
+    cfg->job_claim_ms = 30000;
     if (!(cfg->listen_host = strdup("0.0.0.0")))
         goto out_of_memory;
     for (size_t i = 0; i < NVARS; i++) {

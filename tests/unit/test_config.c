@@ -24,6 +24,8 @@ static const char *const ALL_VARS[] = {
     "LUAGENT_JWT_AUDIENCE", "LUAGENT_TLS_CERT", "LUAGENT_TLS_KEY", "LUAGENT_SECRET_KEY",
     "LUAGENT_API_KEYS_FILE", "LUAGENT_RATE_LIMIT", "LUAGENT_MEMORY_LIMIT_MB", "LUAGENT_DRAIN_TIMEOUT_MS",
     "LUAGENT_HEALTH_LISTEN", "LUAGENT_SPILL_DIR", "LUAGENT_CALLBACK_SECRET", "LUAGENT_LOG_FILE",
+    "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE", "LUAGENT_HISTORY_SIZE", "LUAGENT_SESSION_TTL_S",
+    "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS",
 };
 #define NALL (sizeof ALL_VARS / sizeof ALL_VARS[0])
 
@@ -186,6 +188,12 @@ static void test_print_defaults(void **state)
              "LUAGENT_HEALTH_LISTEN=\n"
              "LUAGENT_SPILL_DIR=./data/spill\n"
              "LUAGENT_CALLBACK_SECRET=\n"
+             "LUAGENT_DB_POOL_SIZE=4\n"
+             "LUAGENT_RECORD_QUEUE=10000\n"
+             "LUAGENT_HISTORY_SIZE=10000\n"
+             "LUAGENT_SESSION_TTL_S=86400\n"
+             "LUAGENT_JOB_CONCURRENCY=16\n"
+             "LUAGENT_JOB_CLAIM_MS=30000\n"
              "LUAGENT_LOG_FILE=\n",
              expected_workers());
     assert_string_equal(out, expected);

@@ -16,13 +16,15 @@ typedef enum {
     LG_ROUTE_AGENT,         /* GET  /api/v1/agents/{name} */
     LG_ROUTE_AGENT_EXECUTE, /* POST /api/v1/agents/{name}/execute */
     LG_ROUTE_EXECUTE,       /* POST /api/v1/agent/execute (name in the body) */
+    LG_ROUTE_EXECUTIONS,    /* GET  /api/v1/executions */
+    LG_ROUTE_EXECUTION,     /* GET  /api/v1/executions/{id} (id in `name`) */
 } lg_route_id_t;
 
 typedef struct lg_route {
     lg_route_id_t id;
     int method_allowed;  /* 0: the path exists but not for this method (405) */
     const char *allow;   /* the methods the path accepts, for the Allow header */
-    const char *name;    /* {name} inside the path (not NUL-terminated), NULL if none */
+    const char *name;    /* {name} or {id} inside the path (not NUL-terminated), NULL if none */
     size_t name_len;
 } lg_route_t;
 

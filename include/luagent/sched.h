@@ -79,10 +79,19 @@ struct lg_exec {
     uint64_t deadline_epoch_ms;
     const void *ctx_ptr;        /* this execution's ctx table (lazy fields check it) */
     double duration_ms;
-    char id[LG_UUID_LEN + 1];
+    uint64_t created_ms;        /* epoch ms when accepted (an async execution: when queued) */
+    uint64_t started_ms;        /* epoch ms when launched */
+    int recording;              /* a record is kept (store.h): task and events are collected */
+    int async;                  /* runs from the job queue (mode "async" in its record) */
+    unsigned nevents, events_dropped;
+    /* --- not cleared when the struct is recycled (lg_exec_new resets what it must) --- */
+    char id[LG_UUID_LEN + 1];   /* set by lg_exec_launch unless the owner set it before */
     char version[LG_VERSION_LEN + 1];
     char agent[128];
     char request_id[72];
+    char parent_id[LG_UUID_LEN + 1];
+    lg_buf_t rec;               /* "task":…,"context":… encoded at launch (recording only) */
+    lg_buf_t events;            /* the task history so far: event objects joined by commas */
 };
 
 struct lg_rt {
@@ -101,6 +110,8 @@ struct lg_rt {
     struct lg_upstream *upstream; /* h2o's HTTP/1.1 client and its pools (provider calls) */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
+    int record;                 /* executions are recorded (history or DATABASE_URL) */
+    struct lg_recorder *recorder; /* writes records to Postgres (store.h), NULL without DATABASE_URL */
 };
 
 int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop);

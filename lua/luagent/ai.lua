@@ -220,12 +220,14 @@ local function call_model(a, pname, model, opts)
   local timeout_ms = tonumber(opts.timeout_ms) or DEFAULT_TIMEOUT_MS
   local tries = 0
   local progress = {streamed = false}
+  local t0 = luagent.now()
   while true do
     progress.streamed = false
     local ok, result, failure = pcall(attempt, a, pname, req, cfg, timeout_ms, progress)
     if ok and result then
       local usage = type(result.usage) == "table" and result.usage or {}
-      host.usage_add(pname, model, tonumber(usage.input_tokens) or 0, tonumber(usage.output_tokens) or 0, tries)
+      host.usage_add(pname, model, tonumber(usage.input_tokens) or 0, tonumber(usage.output_tokens) or 0, tries,
+                     (luagent.now() - t0) * 1000)
       result.provider = pname
       return result
     end
@@ -247,7 +249,7 @@ local function call_model(a, pname, model, opts)
     local delay = failure.retry_after_ms or backoff_ms(tries + 1)
     local left = host.deadline_ms() - luagent.now() * 1000
     if not failure.retryable or tries >= retries or delay > MAX_RETRY_DELAY_MS or delay >= left then
-      host.usage_add(pname, model, 0, 0, tries)
+      host.usage_add(pname, model, 0, 0, tries, (luagent.now() - t0) * 1000, failure.message)
       failure.attempts = tries + 1
       return nil, failure
     end

@@ -12,6 +12,7 @@
 #include "luagent/json.h"
 #include "luagent/registry.h"
 #include "luagent/sched.h"
+#include "luagent/store.h"
 
 #include "ai_bc.h" /* generated from lua/luagent/ai.lua: luaJIT_BC_ai, luaJIT_BC_ai_SIZE */
 
@@ -113,7 +114,29 @@ static void add_field(lua_State *L, int t, const char *k, lua_Number v)
     lua_setfield(L, t, k);
 }
 
-/* usage_add(provider, model, input_tokens, output_tokens, retries): count one AI call */
+/* The ai_call event of a recorded execution's task history. */
+static void record_call(lg_exec_t *e, const char *provider, const char *model, lua_Number in, lua_Number out,
+                        lua_Number retries, lua_Number ms, const char *err)
+{
+    lg_buf_t b = {0};
+    lg_buf_lit(&b, "{\"provider\":");
+    lg_buf_json_str(&b, provider, strlen(provider));
+    lg_buf_lit(&b, ",\"model\":");
+    lg_buf_json_str(&b, model, strlen(model));
+    lg_buf_printf(&b, ",\"input_tokens\":%.0f,\"output_tokens\":%.0f,\"retries\":%.0f,\"duration_ms\":", in, out,
+                  retries);
+    lg_buf_fixed3(&b, ms > 0 ? ms : 0);
+    if (err != NULL) {
+        lg_buf_lit(&b, ",\"error\":");
+        lg_buf_json_str(&b, err, strlen(err));
+    }
+    lg_buf_putc(&b, '}');
+    lg_record_event(e, "ai_call", b.data, b.len);
+    lg_buf_free(&b);
+}
+
+/* usage_add(provider, model, input_tokens, output_tokens, retries, duration_ms, error): count one
+ * AI call (error: its message when it failed) */
 static int h_usage_add(lua_State *L)
 {
     const char *provider = luaL_checkstring(L, 1), *model = luaL_checkstring(L, 2);
@@ -121,6 +144,8 @@ static int h_usage_add(lua_State *L)
     lg_exec_t *e = lg_sched_current(L);
     if (e == NULL)
         return 0;
+    if (e->recording)
+        record_call(e, provider, model, in, out, retries, luaL_optnumber(L, 6, 0), luaL_optstring(L, 7, NULL));
     if (e->usage_ref == LUA_NOREF) {
         lua_newtable(L);
         lua_newtable(L);

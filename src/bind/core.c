@@ -7,6 +7,7 @@
 #include "luagent/json.h"
 #include "luagent/log.h"
 #include "luagent/sched.h"
+#include "luagent/store.h"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
 
@@ -56,13 +57,20 @@ static void add_exec_fields(lua_State *L, lg_buf_t *b)
     lg_log_kv_cstr(b, "version", e->version);
 }
 
+/* One agent log line: to the log (when its level is on) and, for a recorded execution, to its task
+ * history as a `log` event (info and above). */
 static void log_line(lua_State *L, lg_log_level_t level, const char *msg, size_t len, int fields)
 {
-    lg_buf_t b = {0};
-    lg_log_begin(&b, level, msg, len);
-    add_exec_fields(L, &b);
+    lg_exec_t *e = lg_sched_current(L);
+    int to_log = lg_log_enabled(level), to_record = e != NULL && e->recording && level >= LG_LOG_INFO;
+    if (!to_log && !to_record)
+        return;
+    lg_buf_t b = {0}, f = {0}, v = {0};
+    if (to_log) {
+        lg_log_begin(&b, level, msg, len);
+        add_exec_fields(L, &b);
+    }
     if (fields != 0 && lua_istable(L, fields)) {
-        lg_buf_t v = {0};
         lua_pushnil(L);
         while (lua_next(L, fields) != 0) {
             if (lua_type(L, -2) == LUA_TSTRING) {
@@ -70,21 +78,41 @@ static void log_line(lua_State *L, lg_log_level_t level, const char *msg, size_t
                 lg_buf_reset(&v);
                 const char *key = lua_tostring(L, -2);
                 if (strcmp(key, "ts") && strcmp(key, "level") && strcmp(key, "msg") &&
-                    lg_json_encode(L, -1, &v, 16, &err) == LG_JSON_OK)
-                    lg_log_kv_json(&b, key, v.data, v.len);
+                    lg_json_encode(L, -1, &v, 16, &err) == LG_JSON_OK) {
+                    if (to_log)
+                        lg_log_kv_json(&b, key, v.data, v.len);
+                    lg_buf_putc(&f, f.len ? ',' : '{');
+                    lg_buf_json_str(&f, key, strlen(key));
+                    lg_buf_putc(&f, ':');
+                    lg_buf_append(&f, v.data, v.len);
+                }
             }
             lua_pop(L, 1);
         }
-        lg_buf_free(&v);
     }
-    lg_log_end(&b);
+    if (to_log)
+        lg_log_end(&b);
+    if (to_record) {
+        lg_buf_reset(&b);
+        lg_buf_lit(&b, "{\"level\":\"");
+        lg_buf_append(&b, lg_log_level_name(level), strlen(lg_log_level_name(level)));
+        lg_buf_lit(&b, "\",\"message\":");
+        lg_buf_json_str(&b, msg, len);
+        if (f.len > 0) {
+            lg_buf_lit(&b, ",\"fields\":");
+            lg_buf_append(&b, f.data, f.len);
+            lg_buf_putc(&b, '}');
+        }
+        lg_buf_putc(&b, '}');
+        lg_record_event(e, "log", b.data, b.len);
+    }
     lg_buf_free(&b);
+    lg_buf_free(&f);
+    lg_buf_free(&v);
 }
 
 static int log_at(lua_State *L, lg_log_level_t level)
 {
-    if (!lg_log_enabled(level))
-        return 0;
     size_t len;
     const char *msg = lua_tolstring(L, 1, &len);
     if (msg == NULL) {

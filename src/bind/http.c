@@ -20,6 +20,7 @@
 #include "luagent/curlm.h"
 #include "luagent/json.h"
 #include "luagent/sched.h"
+#include "luagent/store.h"
 #include "luagent/upstream.h"
 
 #include "httputil_bc.h" /* generated from lua/luagent/httputil.lua */
@@ -58,6 +59,8 @@ struct http_req {
     int stream, headers_done, done, paused, too_large, waiting, failed, timed_out;
     int lean; /* the provider path: for a 2xx, no headers table and the body decoded as `json` */
     http_handle_t *handle;
+    char *event;       /* luagent.http on a recorded execution: {"method","url" of its http_call event */
+    uint64_t start_ns;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -78,6 +81,7 @@ static void req_free(http_req_t *r)
     }
     lg_buf_free(&r->body);
     lg_buf_free(&r->hdr);
+    free(r->event);
     free(r);
 }
 
@@ -232,9 +236,34 @@ static int got_body(http_req_t *r, const char *p, size_t len)
     return 0;
 }
 
+/* The http_call event of the execution's task history: method, the URL without its query (it
+ * may carry credentials), status or error, duration. */
+static void record_call(http_req_t *r)
+{
+    if (r->event == NULL)
+        return;
+    lg_buf_t b = {0};
+    lg_buf_append(&b, r->event, strlen(r->event));
+    if (r->failed) {
+        const char *why = r->timed_out ? "timeout" : r->errbuf[0] ? r->errbuf : "the transfer failed";
+        lg_buf_lit(&b, ",\"error\":");
+        lg_buf_json_str(&b, why, strlen(why));
+    } else {
+        lg_buf_printf(&b, ",\"status\":%ld", r->status);
+    }
+    lg_buf_lit(&b, ",\"duration_ms\":");
+    lg_buf_fixed3(&b, (double)(lg_now_mono_ns() - r->start_ns) / 1e6);
+    lg_buf_putc(&b, '}');
+    lg_record_event(r->e, "http_call", b.data, b.len);
+    lg_buf_free(&b);
+    free(r->event);
+    r->event = NULL;
+}
+
 static void got_done(http_req_t *r)
 {
     r->done = 1;
+    record_call(r);
     if (r->waiting == WAIT_HEAD) {
         lua_State *co = r->e->co;
         if (!r->failed)
@@ -524,6 +553,21 @@ static int http_raw_request(lua_State *L)
     r->lean = lua_toboolean(L, -1);
     lua_pop(L, 2);
     lg_exec_own(e, &r->res); /* from here on, every path frees it with the execution */
+    if (e->recording && transport == T_CURL) { /* provider calls are recorded as ai_call by luagent.ai */
+        lg_buf_t ev = {0};
+        lg_buf_lit(&ev, "{\"method\":");
+        lg_buf_json_str(&ev, method, strlen(method));
+        lg_buf_lit(&ev, ",\"url\":\"");
+        const char *auth = strstr(url, "://") + 3, *end = url + strcspn(url, "?#");
+        const char *at = memchr(auth, '@', strcspn(auth, "/?#")); /* user:password@ never reaches the record */
+        lg_buf_append(&ev, url, (size_t)(auth - url));
+        lg_buf_t rest = {0};
+        lg_buf_json_str(&rest, at ? at + 1 : auth, (size_t)(end - (at ? at + 1 : auth)));
+        lg_buf_append(&ev, rest.data + 1, rest.len - 1);
+        lg_buf_free(&rest);
+        r->event = ev.data;
+        r->start_ns = lg_now_mono_ns();
+    }
     int rc = -1;
     if (transport == T_CURL && lg_rt_curl(e->rt) == NULL) {
         lg_buf_free(&lines);

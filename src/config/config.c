@@ -413,7 +413,7 @@ static const var_t VARS[] = {
     {"LUAGENT_CALLBACK_SECRET", K_STR, F(callback_secret), 0, 0, NULL, NULL},
     {"LUAGENT_DB_POOL_SIZE", K_INT, F(db_pool_size), 1, 64, NULL, NULL},
     {"LUAGENT_RECORD_QUEUE", K_INT, F(record_queue), 1, 10000000, NULL, NULL},
-    {"LUAGENT_HISTORY_SIZE", K_INT, F(history_size), 1, 10000000, NULL, NULL},
+    {"LUAGENT_HISTORY_SIZE", K_INT, F(history_size), 0, 10000000, NULL, NULL},
     {"LUAGENT_SESSION_TTL_S", K_INT, F(session_ttl_s), 1, 31536000, NULL, NULL},
     {"LUAGENT_JOB_CONCURRENCY", K_INT, F(job_concurrency), 1, 10000, NULL, NULL},
     {"LUAGENT_JOB_CLAIM_MS", K_INT, F(job_claim_ms), 100, 86400000, NULL, NULL},

@@ -11,11 +11,14 @@
 #include "luagent/upstream.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
+#include "luagent/store.h"
 
 #define POOL_MAX 4096
 #define CTX_MT_KEY "luagent.ctx_mt"
 
 #define container_of(p, type, member) ((type *)((char *)(p) - offsetof(type, member)))
+
+static void exec_free(lg_exec_t *e);
 
 /* ---- ready queue ---- */
 
@@ -58,6 +61,7 @@ static int ctx_emit(lua_State *L)
         lg_buf_free(&b);
         return luaL_error(L, "ctx.emit: %s", err.msg);
     }
+    lg_record_event(e, "emit", b.data, b.len);
     if (e->ops->on_emit != NULL)
         e->ops->on_emit(e, "emit", b.data, b.len);
     lg_buf_free(&b);
@@ -156,6 +160,7 @@ int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop)
 {
     memset(rt, 0, sizeof(*rt));
     rt->cfg = cfg;
+    rt->record = lg_history_enabled() || cfg->database_url != NULL;
     rt->loop = loop;
     if (lg_vm_open(&rt->vm, rt) != 0)
         return -1;
@@ -185,7 +190,7 @@ void lg_rt_dispose(lg_rt_t *rt)
     while (rt->free_execs != NULL) {
         lg_exec_t *e = rt->free_execs;
         rt->free_execs = e->next;
-        free(e);
+        exec_free(e);
     }
     free(rt->pool);
     rt->pool = NULL;
@@ -221,6 +226,13 @@ void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms)
 
 /* ---- executions ---- */
 
+static void exec_free(lg_exec_t *e)
+{
+    lg_buf_free(&e->rec);
+    lg_buf_free(&e->events);
+    free(e);
+}
+
 static void on_deadline(lg_timer_t *t);
 
 lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
@@ -230,7 +242,9 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
         rt->free_execs = e->next;
         rt->nfree_execs--;
         memset(e, 0, offsetof(lg_exec_t, id));
-        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = '\0';
+        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = e->parent_id[0] = '\0';
+        lg_buf_reset(&e->rec);
+        lg_buf_reset(&e->events);
     } else if ((e = calloc(1, sizeof(*e))) == NULL) {
         abort();
     }
@@ -239,6 +253,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
     e->ops = ops;
     e->usage_ref = LUA_NOREF;
     e->owner = owner;
+    e->recording = rt->record;
     lg_timer_init(&e->deadline_timer, on_deadline);
     lg_timer_init(&e->op_timer, NULL);
     if (rt->npool > 0) {
@@ -272,7 +287,7 @@ static void release(lg_exec_t *e, int reusable)
         rt->free_execs = e;
         rt->nfree_execs++;
     } else {
-        free(e);
+        exec_free(e);
     }
 }
 
@@ -297,12 +312,18 @@ lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen
     if (timeout_ms <= 0)
         timeout_ms = agent_timeout > 0 ? agent_timeout : rt->cfg->exec_timeout_ms;
     e->timeout_ms = timeout_ms;
-    lg_uuid7(e->id);
+    if (e->id[0] == '\0')
+        lg_uuid7(e->id);
     e->start_ns = lg_now_mono_ns();
     uint64_t now_ms = e->start_ns / 1000000u;
     e->budget.deadline_ms = now_ms + (uint64_t)timeout_ms;
     e->budget.mem_limit = (size_t)rt->cfg->memory_limit_mb << 20;
-    e->deadline_epoch_ms = lg_now_epoch_ms() + (uint64_t)timeout_ms;
+    e->started_ms = lg_now_epoch_ms();
+    if (e->created_ms == 0)
+        e->created_ms = e->started_ms;
+    e->deadline_epoch_ms = e->started_ms + (uint64_t)timeout_ms;
+    if (e->recording)
+        lg_record_begin(e, 2);
     push_ctx(e);
     e->nres = 2;
     lg_timers_add(&rt->timers, &e->deadline_timer, e->budget.deadline_ms);

@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "luagent/ids.h"
@@ -13,6 +15,7 @@
 #include "luagent/router.h"
 #include "luagent/sched.h"
 #include "luagent/server.h"
+#include "luagent/store.h"
 #include "luagent/worker.h"
 
 #define BODY_MAX_DEPTH 64
@@ -230,18 +233,12 @@ static void agent_error(lua_State *co, agent_err_t *a)
     skip_position(&a->msg, &a->mlen);
 }
 
-static void on_done(lg_exec_t *e)
+/* Write the execution's outcome into b: the reply object, or {"error":{...}}; returns the HTTP
+ * status and whether it is an error (*is_err). For the record, *result (the result's JSON inside
+ * b) is set on success. */
+static int outcome_json(lg_exec_t *e, int client_gone, lg_buf_t *b, const char *request_id, int *is_err,
+                        size_t *result_off, size_t *result_len)
 {
-    lg_link_t *l = e->owner;
-    h2o_req_t *req = l->req;
-    l->exec = NULL;
-    link_untrack(l->worker, l);
-    if (req == NULL) {
-        lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
-        return;
-    }
-    lg_buf_t *b = &lg_worker_of(req)->scratch;
-    lg_buf_reset(b);
     int status = 200;
     char msg[160];
     const char *code = NULL, *m = NULL;
@@ -257,6 +254,7 @@ static void on_done(lg_exec_t *e)
         lg_buf_append(b, e->version, strlen(e->version));
         lg_buf_lit(b, "\",\"status\":\"succeeded\",\"result\":");
         lg_json_error_t jerr;
+        *result_off = b->len;
         if (lua_gettop(e->co) == 0) {
             lg_buf_lit(b, "null");
         } else if (lg_json_encode(e->co, 1, b, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) != LG_JSON_OK) {
@@ -265,6 +263,7 @@ static void on_done(lg_exec_t *e)
             m = msg, mlen = strlen(msg);
             break;
         }
+        *result_len = b->len - *result_off;
         lg_buf_lit(b, ",\"duration_ms\":");
         lg_buf_fixed3(b, e->duration_ms);
         lg_buf_lit(b, ",\"usage\":");
@@ -287,16 +286,17 @@ static void on_done(lg_exec_t *e)
         m = msg, mlen = strlen(msg);
         break;
     case LG_END_CANCELLED:
-        if (l->client_gone)
+        if (client_gone)
             status = 499, code = "client_closed", m = "the client closed the connection";
         else
             status = 503, code = "unavailable", m = "the execution was cancelled: the server is shutting down";
         mlen = strlen(m);
         break;
     }
+    *is_err = code != NULL;
     if (code != NULL) {
         lg_buf_reset(b);
-        lg_error_json(b, code, m, mlen, l->request_id, e->id);
+        lg_error_json(b, code, m, mlen, request_id, e->id);
         if (aerr.provider != NULL) { /* {"error":{...}} -> {"error":{..., "provider":...}} */
             b->len -= 2;
             lg_buf_lit(b, ",\"provider\":");
@@ -306,8 +306,40 @@ static void on_done(lg_exec_t *e)
             lg_buf_lit(b, "}}");
         }
     }
+    return status;
+}
+
+/* Record the outcome that `b` holds (outcome_json). */
+static void record_outcome(lg_exec_t *e, const lg_buf_t *b, int is_err, size_t result_off, size_t result_len)
+{
+    if (!e->recording)
+        return;
+    lg_rec_t *r;
+    if (is_err) /* the inner object of {"error":{...}} */
+        r = lg_record_build(e, LG_REC_FAILED, NULL, 0, b->data + 9, b->len - 10);
+    else
+        r = lg_record_build(e, LG_REC_SUCCEEDED, b->data + result_off, result_len, NULL, 0);
+    lg_record_commit(e->rt, r);
+}
+
+static void on_done(lg_exec_t *e)
+{
+    lg_link_t *l = e->owner;
+    h2o_req_t *req = l->req;
+    l->exec = NULL;
+    link_untrack(l->worker, l);
+    lg_buf_t *b = &l->worker->scratch;
+    lg_buf_reset(b);
+    int is_err;
+    size_t roff = 0, rlen = 0;
+    int status = outcome_json(e, l->client_gone || req == NULL, b, l->request_id, &is_err, &roff, &rlen);
+    record_outcome(e, b, is_err, roff, rlen);
+    if (req == NULL) {
+        lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
+        return;
+    }
     if (l->streaming) {
-        sse_event(l, code == NULL ? "result" : "error", b->data, b->len);
+        sse_event(l, is_err ? "error" : "result", b->data, b->len);
         l->final_queued = 1;
         sse_flush(l);
     } else {
@@ -460,6 +492,156 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
 
 static void reply_buf(h2o_req_t *req, const char *request_id, lg_buf_t *b) { lg_reply_json(req, 200, request_id, b->data, b->len); }
 
+/* ---- execution history ---- */
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The query parameter `name`, percent-decoded into out (NUL-terminated): its length, -1 when absent,
+ * -2 when too long or badly encoded. */
+static int query_param(h2o_req_t *req, const char *name, char *out, size_t cap)
+{
+    if (req->query_at == SIZE_MAX)
+        return -1;
+    const char *p = req->path.base + req->query_at + 1, *end = req->path.base + req->path.len;
+    size_t nlen = strlen(name);
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p)), *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        const char *kend = eq ? eq : stop;
+        if ((size_t)(kend - p) == nlen && memcmp(p, name, nlen) == 0) {
+            size_t n = 0;
+            for (const char *v = eq ? eq + 1 : stop; v < stop; v++) {
+                int c = (unsigned char)*v;
+                if (c == '+') {
+                    c = ' ';
+                } else if (c == '%') {
+                    if (stop - v < 3 || hexval(v[1]) < 0 || hexval(v[2]) < 0)
+                        return -2;
+                    c = hexval(v[1]) * 16 + hexval(v[2]);
+                    v += 2;
+                }
+                if (n + 1 >= cap || c == 0)
+                    return -2;
+                out[n++] = (char)c;
+            }
+            out[n] = '\0';
+            return (int)n;
+        }
+        p = stop + 1;
+    }
+    return -1;
+}
+
+/* `since`: an RFC 3339 time (2026-11-26T01:02:03.456Z, or with an offset), a date, or epoch ms. */
+static int parse_since(const char *s, uint64_t *ms)
+{
+    char *end;
+    if (*s >= '0' && *s <= '9' && strlen(s) >= 10 && strspn(s, "0123456789") == strlen(s)) {
+        *ms = strtoull(s, &end, 10);
+        return 0;
+    }
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%d", &tm);
+    if (p == NULL)
+        return -1;
+    unsigned frac = 0;
+    long off = 0;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        if ((p = strptime(p + 1, "%H:%M:%S", &tm)) == NULL)
+            return -1;
+        if (*p == '.') {
+            int digits = 0;
+            for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+                if (digits < 3)
+                    frac = frac * 10 + (unsigned)(*p - '0');
+            for (; digits < 3; digits++)
+                frac *= 10;
+        }
+        if (*p == 'Z' || *p == 'z') {
+            p++;
+        } else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+            off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600 + ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
+            if (*p == '-')
+                off = -off;
+            p += 6;
+        } else {
+            return -1;
+        }
+    }
+    if (*p != '\0')
+        return -1;
+    time_t t = timegm(&tm);
+    if (t < 0)
+        return -1;
+    *ms = (uint64_t)(t - off) * 1000 + frac;
+    return 0;
+}
+
+static int uuid_like(const char *s, size_t n)
+{
+    if (n != LG_UUID_LEN)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : hexval((unsigned char)s[i]) < 0)
+            return 0;
+    }
+    return 1;
+}
+
+/* GET /api/v1/executions: 0, or the error status (already answered). */
+static int on_executions(h2o_req_t *req, const char *request_id, lg_buf_t *b)
+{
+    char agent[LG_AGENT_NAME_MAX + 2], status[16], since[64], limit[16], cursor[48];
+    lg_history_query_t q = {.status = -1, .limit = 50};
+    const char *bad = NULL;
+    int n;
+    if ((n = query_param(req, "agent", agent, sizeof(agent))) >= 0) {
+        if (!lg_agent_name_valid(agent, (size_t)n))
+            bad = "agent: not an agent name";
+        q.agent = agent, q.agent_len = (size_t)n;
+    } else if (n == -2) {
+        bad = "agent: not an agent name";
+    }
+    if ((n = query_param(req, "status", status, sizeof(status))) != -1 &&
+        (n < 0 || (q.status = lg_rec_status_parse(status, (size_t)n)) < 0))
+        bad = "status: one of queued, running, succeeded, failed";
+    if ((n = query_param(req, "since", since, sizeof(since))) != -1 && (n < 0 || parse_since(since, &q.since_ms) != 0))
+        bad = "since: an RFC 3339 time like 2026-01-31T12:00:00Z, a date, or epoch milliseconds";
+    if ((n = query_param(req, "limit", limit, sizeof(limit))) != -1) {
+        char *end;
+        long v = n > 0 ? strtol(limit, &end, 10) : 0;
+        if (n <= 0 || *end != '\0' || v < 1 || v > 500)
+            bad = "limit: an integer from 1 to 500";
+        q.limit = (int)v;
+    }
+    if ((n = query_param(req, "cursor", cursor, sizeof(cursor))) != -1) {
+        if (n < 0 || !uuid_like(cursor, (size_t)n))
+            bad = "cursor: the next_cursor of a previous page";
+        q.cursor = cursor;
+    }
+    if (bad != NULL) {
+        lg_reply_error(req, 400, "invalid_request", bad, request_id);
+        return 400;
+    }
+    lg_history_list(&q, b);
+    reply_buf(req, request_id, b);
+    return 0;
+}
+
+static int on_execution(h2o_req_t *req, const lg_route_t *route, const char *request_id, lg_buf_t *b)
+{
+    if (!uuid_like(route->name, route->name_len) || !lg_history_get(route->name, route->name_len, b)) {
+        lg_reply_error(req, 404, "not_found", "no such execution", request_id);
+        return 404;
+    }
+    reply_buf(req, request_id, b);
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     uint64_t start_ns = lg_now_mono_ns();
@@ -514,6 +696,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                 status = 404;
                 lg_reply_error(req, 404, "not_found", "no such agent", request_id);
             }
+            break;
+        case LG_ROUTE_EXECUTIONS:
+            status = on_executions(req, request_id, b);
+            status = status ? status : 200;
+            break;
+        case LG_ROUTE_EXECUTION:
+            status = on_execution(req, &route, request_id, b);
+            status = status ? status : 200;
             break;
         case LG_ROUTE_AGENT_EXECUTE:
         case LG_ROUTE_EXECUTE:

@@ -54,6 +54,18 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_EXECUTE, "POST", method, mlen);
     if (eq(path, plen, "/api/v1/agents"))
         return set(r, LG_ROUTE_AGENTS, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/api/v1/executions"))
+        return set(r, LG_ROUTE_EXECUTIONS, "GET, HEAD", method, mlen);
+    static const char eprefix[] = "/api/v1/executions/";
+    if (starts(path, plen, eprefix)) {
+        const char *id = path + sizeof(eprefix) - 1;
+        size_t idlen = plen - (sizeof(eprefix) - 1);
+        if (memchr(id, '/', idlen) != NULL)
+            return;
+        r->name = id;
+        r->name_len = idlen;
+        return set(r, LG_ROUTE_EXECUTION, "GET, HEAD", method, mlen);
+    }
     static const char prefix[] = "/api/v1/agents/";
     if (!starts(path, plen, prefix))
         return;

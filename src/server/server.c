@@ -1,4 +1,5 @@
 #include "luagent/server.h"
+#include "luagent/store.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -111,6 +112,8 @@ int lg_server_run(const lg_config_t *cfg)
         lg_log(LG_LOG_WARN, "LUAGENT_PROVIDERS_DIR '%s' is not a directory: luagent.ai has no providers", cfg->providers_dir);
     lg_registry_scan(LG_SCRIPT_PROVIDER);
 
+    lg_history_init((size_t)cfg->history_size);
+
     h2o_config_init(&S.globalconf);
     S.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("luagent"));
     /* h2o answers bodies past this itself (plain text): keep it above our own JSON 413 limit */
@@ -163,6 +166,7 @@ int lg_server_run(const lg_config_t *cfg)
     if (ifd >= 0)
         close(ifd);
     lg_registry_dispose();
+    lg_history_free();
     lg_log(LG_LOG_INFO, "stopped");
     return 0;
 }

@@ -39,6 +39,17 @@ static void test_agent_routes(void **state)
     assert_int_equal(match("POST", "/api/v1/agents/hello/other").id, LG_ROUTE_NOT_FOUND);
 }
 
+static void test_execution_routes(void **state)
+{
+    assert_int_equal(match("GET", "/api/v1/executions").id, LG_ROUTE_EXECUTIONS);
+    assert_int_equal(match("POST", "/api/v1/executions").method_allowed, 0);
+    lg_route_t r = match("GET", "/api/v1/executions/0190a5e2-7c1f-7000-8000-000000000001");
+    assert_int_equal(r.id, LG_ROUTE_EXECUTION);
+    assert_int_equal(r.name_len, 36);
+    assert_memory_equal(r.name, "0190a5e2", 8);
+    assert_int_equal(match("GET", "/api/v1/executions/x/y").id, LG_ROUTE_NOT_FOUND);
+}
+
 static void test_wrong_method_is_405(void **state)
 {
     lg_route_t r = match("GET", "/api/v1/agents/hello/execute");
@@ -72,6 +83,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_static_routes),
         cmocka_unit_test(test_agent_routes),
+        cmocka_unit_test(test_execution_routes),
         cmocka_unit_test(test_wrong_method_is_405),
         cmocka_unit_test(test_agent_names),
     };

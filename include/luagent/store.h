@@ -1,0 +1,87 @@
+/**
+ * store.h - execution records (DESIGN §6): how an execution becomes one JSON record, the
+ * process-wide in-memory history, and the per-worker Postgres recorder.
+ *
+ * A record is one JSON object, the same text the API serves at GET /api/v1/executions/{id}:
+ *   {"execution_id","agent","version","status","mode","task","context","result","error","usage",
+ *    "duration_ms","user","parent_id","request_id","created_at","started_at","finished_at","events"}
+ * with "events" last, so the text up to `head_len` plus "}" is the record without its events (the
+ * form history pages list). Timestamps are ISO 8601 UTC with milliseconds; result/error are null
+ * when absent. Events are the execution's task history in order: {"seq","type","at","data"} with
+ * type emit | log | ai_call | http_call (bounded per execution; a last "truncated" event says how
+ * many were dropped).
+ *
+ * Status moves forward only: queued -> running -> succeeded | failed. A sink given a record with
+ * the same id keeps whichever is further along, so replays and out-of-order writes are harmless.
+ */
+#ifndef LUAGENT_STORE_H
+#define LUAGENT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "luagent/buf.h"
+#include "luagent/ids.h"
+
+typedef enum { LG_REC_QUEUED = 0, LG_REC_RUNNING, LG_REC_SUCCEEDED, LG_REC_FAILED } lg_rec_status_t;
+
+typedef struct lg_rec {
+    struct lg_rec *next; /* free for the current owner's queue */
+    char id[LG_UUID_LEN + 1];
+    char agent[128];
+    lg_rec_status_t status;
+    uint64_t created_ms;
+    size_t head_len; /* json[0..head_len) + '}' is the record without "events" */
+    size_t len;
+    char json[];
+} lg_rec_t;
+
+const char *lg_rec_status_name(lg_rec_status_t s);
+/** -1 when `s` names no status. */
+int lg_rec_status_parse(const char *s, size_t len);
+/** Copy a record (for a second owner). */
+lg_rec_t *lg_rec_dup(const lg_rec_t *r);
+/** Append epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" (quotes included). */
+void lg_buf_iso8601(lg_buf_t *b, uint64_t epoch_ms);
+
+/* ---- records of executions (src/store/record.c) ---- */
+
+struct lg_exec;
+struct lg_rt;
+/** At launch: encode the task (stack index `task_idx` of e->co) and the context (the next index;
+ *  nil is null) into e->rec. */
+void lg_record_begin(struct lg_exec *e, int task_idx);
+/** Add an event to the execution's task history (`data` is JSON text). */
+void lg_record_event(struct lg_exec *e, const char *type, const char *data, size_t len);
+/** The record of `e` in state `st`; result/error are JSON text or NULL. The caller owns it. */
+lg_rec_t *lg_record_build(struct lg_exec *e, lg_rec_status_t st, const char *result, size_t rlen, const char *error,
+                          size_t elen);
+/** Hand a record to every sink: the in-memory history (a copy) and the runtime's Postgres
+ *  recorder (which takes it), or free it. */
+void lg_record_commit(struct lg_rt *rt, lg_rec_t *r);
+
+/* ---- in-memory history: process-wide, bounded (LUAGENT_HISTORY_SIZE), behind a lock ---- */
+
+/** Size 0 turns the history off (puts are dropped, lookups miss). Call once before workers start. */
+void lg_history_init(size_t capacity);
+void lg_history_free(void);
+int lg_history_enabled(void);
+/** Keep a copy of `r` (replacing an older state of the same execution; the oldest record goes
+ *  when full). */
+void lg_history_put(const lg_rec_t *r);
+/** Append the full record `id` to out: 1, or 0 when it is not here. */
+int lg_history_get(const char *id, size_t idlen, lg_buf_t *out);
+
+typedef struct lg_history_query {
+    const char *agent; /* NULL: any */
+    size_t agent_len;
+    int status;        /* lg_rec_status_t, or -1: any */
+    uint64_t since_ms; /* created at or after (0: any) */
+    const char *cursor; /* exclusive upper bound on execution_id (NULL: from the newest) */
+    int limit;         /* 1..500 */
+} lg_history_query_t;
+
+/** Append {"items":[...],"next_cursor":...} (newest first, items without events). */
+void lg_history_list(const lg_history_query_t *q, lg_buf_t *out);
+
+#endif

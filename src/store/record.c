@@ -1,0 +1,188 @@
+/* Execution records: one JSON object per execution state (store.h). */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "luagent/json.h"
+#include "luagent/sched.h"
+#include "luagent/store.h"
+
+#define MAX_EVENTS 256
+#define MAX_EVENTS_BYTES (256 * 1024)
+
+static const char *const STATUS[] = {"queued", "running", "succeeded", "failed"};
+
+const char *lg_rec_status_name(lg_rec_status_t s) { return STATUS[s]; }
+
+int lg_rec_status_parse(const char *s, size_t len)
+{
+    for (int i = 0; i < 4; i++)
+        if (strlen(STATUS[i]) == len && memcmp(STATUS[i], s, len) == 0)
+            return i;
+    return -1;
+}
+
+void lg_buf_iso8601(lg_buf_t *b, uint64_t epoch_ms)
+{
+    time_t t = (time_t)(epoch_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    lg_buf_printf(b, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\"", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                  tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(epoch_ms % 1000));
+}
+
+static void put_ts(lg_buf_t *b, const char *key, size_t klen, uint64_t ms)
+{
+    lg_buf_append(b, key, klen);
+    if (ms == 0)
+        lg_buf_lit(b, "null");
+    else
+        lg_buf_iso8601(b, ms);
+}
+
+static void put_str_or_null(lg_buf_t *b, const char *key, size_t klen, const char *s)
+{
+    lg_buf_append(b, key, klen);
+    if (s == NULL || *s == '\0')
+        lg_buf_lit(b, "null");
+    else
+        lg_buf_json_str(b, s, strlen(s));
+}
+
+static void put_json_or_null(lg_buf_t *b, const char *key, size_t klen, const char *json, size_t len)
+{
+    lg_buf_append(b, key, klen);
+    if (json == NULL)
+        lg_buf_lit(b, "null");
+    else
+        lg_buf_append(b, json, len);
+}
+
+static lg_rec_t *rec_alloc(const char *json, size_t len, size_t head_len)
+{
+    lg_rec_t *r = malloc(sizeof(*r) + len + 1);
+    if (r == NULL)
+        abort();
+    memset(r, 0, sizeof(*r));
+    memcpy(r->json, json, len);
+    r->json[len] = '\0';
+    r->len = len;
+    r->head_len = head_len;
+    return r;
+}
+
+lg_rec_t *lg_rec_dup(const lg_rec_t *r)
+{
+    lg_rec_t *c = malloc(sizeof(*r) + r->len + 1);
+    if (c == NULL)
+        abort();
+    memcpy(c, r, sizeof(*r) + r->len + 1);
+    c->next = NULL;
+    return c;
+}
+
+void lg_record_begin(lg_exec_t *e, int task_idx)
+{
+    lg_json_error_t err;
+    lg_buf_t *b = &e->rec;
+    if (b->len > 0)
+        return; /* encoded when it was queued */
+    lg_buf_lit(b, "\"task\":");
+    if (lg_json_encode(e->co, task_idx, b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {
+        b->len = 7;
+        lg_buf_lit(b, "null");
+    }
+    lg_buf_lit(b, ",\"context\":");
+    size_t mark = b->len;
+    if (lua_isnil(e->co, task_idx + 1) ||
+        lg_json_encode(e->co, task_idx + 1, b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {
+        b->len = mark;
+        lg_buf_lit(b, "null");
+    }
+}
+
+void lg_record_event(lg_exec_t *e, const char *type, const char *data, size_t len)
+{
+    if (!e->recording)
+        return;
+    if (e->nevents >= MAX_EVENTS || e->events.len + len > MAX_EVENTS_BYTES) {
+        e->events_dropped++;
+        return;
+    }
+    lg_buf_t *b = &e->events;
+    if (e->nevents > 0)
+        lg_buf_putc(b, ',');
+    lg_buf_printf(b, "{\"seq\":%u,\"type\":", ++e->nevents);
+    lg_buf_json_str(b, type, strlen(type));
+    lg_buf_lit(b, ",\"at\":");
+    lg_buf_iso8601(b, lg_now_epoch_ms());
+    lg_buf_lit(b, ",\"data\":");
+    lg_buf_append(b, data, len);
+    lg_buf_putc(b, '}');
+}
+
+lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, size_t rlen, const char *error,
+                          size_t elen)
+{
+    static __thread lg_buf_t b;
+    lg_buf_reset(&b);
+    int finished = st >= LG_REC_SUCCEEDED;
+    lg_buf_lit(&b, "{\"execution_id\":\"");
+    lg_buf_append(&b, e->id, strlen(e->id));
+    lg_buf_lit(&b, "\",\"agent\":");
+    lg_buf_json_str(&b, e->agent, strlen(e->agent));
+    put_str_or_null(&b, LG_STRLIT(",\"version\":"), e->version);
+    lg_buf_lit(&b, ",\"status\":\"");
+    lg_buf_append(&b, STATUS[st], strlen(STATUS[st]));
+    if (e->async)
+        lg_buf_lit(&b, "\",\"mode\":\"async\",");
+    else
+        lg_buf_lit(&b, "\",\"mode\":\"sync\",");
+    if (e->rec.len > 0)
+        lg_buf_append(&b, e->rec.data, e->rec.len);
+    else
+        lg_buf_lit(&b, "\"task\":null,\"context\":null");
+    put_json_or_null(&b, LG_STRLIT(",\"result\":"), result, rlen);
+    put_json_or_null(&b, LG_STRLIT(",\"error\":"), error, elen);
+    lg_buf_lit(&b, ",\"usage\":");
+    if (st >= LG_REC_RUNNING && e->co != NULL)
+        lg_exec_usage_json(e, &b);
+    else
+        lg_buf_lit(&b, "{}");
+    lg_buf_lit(&b, ",\"duration_ms\":");
+    if (finished)
+        lg_buf_fixed3(&b, e->duration_ms);
+    else
+        lg_buf_lit(&b, "null");
+    lg_buf_lit(&b, ",\"user\":null");
+    put_str_or_null(&b, LG_STRLIT(",\"parent_id\":"), e->parent_id);
+    put_str_or_null(&b, LG_STRLIT(",\"request_id\":"), e->request_id);
+    put_ts(&b, LG_STRLIT(",\"created_at\":"), e->created_ms);
+    put_ts(&b, LG_STRLIT(",\"started_at\":"), st >= LG_REC_RUNNING ? e->started_ms : 0);
+    put_ts(&b, LG_STRLIT(",\"finished_at\":"), finished ? e->started_ms + (uint64_t)(e->duration_ms + 0.5) : 0);
+    size_t head_len = b.len;
+    lg_buf_lit(&b, ",\"events\":[");
+    lg_buf_append(&b, e->events.data ? e->events.data : "", e->events.len);
+    if (e->events_dropped > 0) {
+        if (e->nevents > 0)
+            lg_buf_putc(&b, ',');
+        lg_buf_printf(&b, "{\"seq\":%u,\"type\":\"truncated\",\"at\":", e->nevents + 1);
+        lg_buf_iso8601(&b, lg_now_epoch_ms());
+        lg_buf_printf(&b, ",\"data\":{\"dropped\":%u}}", e->events_dropped);
+    }
+    lg_buf_lit(&b, "]}");
+    lg_rec_t *r = rec_alloc(b.data, b.len, head_len);
+    memcpy(r->id, e->id, sizeof(r->id));
+    memcpy(r->agent, e->agent, sizeof(r->agent));
+    r->status = st;
+    r->created_ms = e->created_ms;
+    if (b.cap > (1u << 20)) /* do not keep a huge scratch buffer for the thread's life */
+        lg_buf_free(&b);
+    return r;
+}
+
+void lg_record_commit(lg_rt_t *rt, lg_rec_t *r)
+{
+    lg_history_put(r);
+    free(r);
+}

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "luagent/agents.h"
+#include "luagent/bind.h"
 #include "luagent/config.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
@@ -101,6 +102,7 @@ static int cmd_run(const lg_config_t *cfg, int argc, char **argv)
     lg_registry_scan(LG_SCRIPT_AGENT);
     if (lg_registry_init(LG_SCRIPT_PROVIDER, cfg->providers_dir, (size_t)cfg->memory_limit_mb << 20) == 0)
         lg_registry_scan(LG_SCRIPT_PROVIDER);
+    lg_cache_init();
     h2o_evloop_t *loop = h2o_evloop_create();
     lg_rt_t rt;
     if (lg_rt_init(&rt, cfg, loop) != 0)

@@ -11,7 +11,8 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, ai. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, ai. It also leaves
+ *  the result-cache wrapper factory in the registry under LG_CACHE_WRAP_KEY. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
@@ -26,6 +27,16 @@ void lg_bind_open_http(lua_State *L);
 void lg_bind_push_upstream_request(lua_State *L);
 /** Push `luagent.ai` (chat, run), given the index of the `luagent` table being built. */
 void lg_bind_open_ai(lua_State *L, int luagent);
+/** Push `luagent.cache` (get, set, delete). (src/bind/cache.c) */
+void lg_bind_open_cache(lua_State *L);
+/** Push ctx.session for the ctx table at ctx_idx: {get, set, delete} bound to its
+ *  context.session_id (raising a clear error when the request has none). */
+void lg_bind_push_session(lua_State *L, int ctx_idx);
+/** Push the result-cache wrapper factory: wrap(execute, ttl_seconds) -> execute'. */
+void lg_bind_push_cache_wrap(lua_State *L);
+#define LG_CACHE_WRAP_KEY "luagent.cache_wrap"
+/** Size the in-memory store behind the cache (once, before any worker runs). */
+void lg_cache_init(void);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
 

@@ -83,6 +83,7 @@ struct lg_exec {
     uint64_t started_ms;        /* epoch ms when launched */
     int recording;              /* a record is kept (store.h): task and events are collected */
     int async;                  /* runs from the job queue (mode "async" in its record) */
+    enum { LG_CACHE_NONE = 0, LG_CACHE_MISS, LG_CACHE_HIT } cache; /* the result cache's answer */
     unsigned nevents, events_dropped;
     /* --- not cleared when the struct is recycled (lg_exec_new resets what it must) --- */
     char id[LG_UUID_LEN + 1];   /* set by lg_exec_launch unless the owner set it before */

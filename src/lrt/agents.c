@@ -1,4 +1,5 @@
 #include "luagent/agents.h"
+#include "luagent/bind.h"
 
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -78,6 +79,14 @@ static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
     lua_pushvalue(L, mod);
     lua_rawseti(L, -2, LG_REC_MODULE);
     lua_getfield(L, mod, "execute");
+    lua_getfield(L, mod, "cache_ttl");
+    if (lua_isnumber(L, -1) && lua_tonumber(L, -1) > 0) { /* the result cache wraps execute */
+        lua_getfield(L, LUA_REGISTRYINDEX, LG_CACHE_WRAP_KEY);
+        lua_insert(L, -3);
+        lua_call(L, 2, 1);
+    } else {
+        lua_pop(L, 1);
+    }
     lua_rawseti(L, -2, LG_AGENT_EXECUTE);
     lua_pushstring(L, p->version);
     lua_rawseti(L, -2, LG_AGENT_VERSION);

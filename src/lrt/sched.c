@@ -99,7 +99,9 @@ static int ctx_index(lua_State *L)
         lua_setfield(L, -2, "id");
         lua_pushliteral(L, "admin");
         lua_setfield(L, -2, "role");
-    } else
+    } else if (strcmp(k, "session") == 0)
+        lg_bind_push_session(L, 1);
+    else
         return 0;
     lua_pushvalue(L, 2);
     lua_pushvalue(L, -2);

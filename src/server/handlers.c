@@ -338,6 +338,9 @@ static void on_done(lg_exec_t *e)
         lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
         return;
     }
+    if (e->cache != LG_CACHE_NONE && !l->streaming)
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL,
+                              e->cache == LG_CACHE_HIT ? "hit" : "miss", e->cache == LG_CACHE_HIT ? 3 : 4);
     if (l->streaming) {
         sse_event(l, is_err ? "error" : "result", b->data, b->len);
         l->final_queued = 1;

@@ -1,5 +1,7 @@
 #include "luagent/server.h"
 #include "luagent/store.h"
+#include "luagent/kv.h"
+#include "luagent/bind.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -113,6 +115,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_registry_scan(LG_SCRIPT_PROVIDER);
 
     lg_history_init((size_t)cfg->history_size);
+    lg_cache_init();
 
     h2o_config_init(&S.globalconf);
     S.globalconf.server_name = h2o_iovec_init(H2O_STRLIT("luagent"));
@@ -167,6 +170,7 @@ int lg_server_run(const lg_config_t *cfg)
         close(ifd);
     lg_registry_dispose();
     lg_history_free();
+    lg_kv_free();
     lg_log(LG_LOG_INFO, "stopped");
     return 0;
 }

@@ -1,0 +1,345 @@
+/* luagent.cache, ctx.session and the agents' result cache: one key-value layer with two backends,
+ * Redis when REDIS_URL is set (the calls yield) and the process-wide in-memory store otherwise
+ * (kv.h). Values are stored as JSON text.
+ *
+ * Keys: luagent.cache.get/set(key) in agent A use "c:A:key" (agents do not see each other's
+ * entries), ctx.session uses "s:<context.session_id>:key", the result cache uses
+ * "r:<agent>:<version>:<sha256 of the canonical task>", so a new version never serves an old
+ * answer. In Redis every key is prefixed with "luagent:". */
+#include <lauxlib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "luagent/bind.h"
+#include "luagent/json.h"
+#include "luagent/kv.h"
+#include "luagent/sched.h"
+
+#include "cache_bc.h" /* generated from lua/luagent/cache.lua */
+
+#define KEY_MAX 1024
+#define KV_MAX_BYTES (64u << 20)
+
+/* ---- the two backends ---- */
+
+/* Push the decoded value of `key`, or nil. (Redis: yields.) */
+static int store_get(lua_State *L, lg_exec_t *e, const char *key, size_t klen)
+{
+    lg_buf_t b = {0};
+    if (!lg_kv_get(key, klen, &b)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lg_json_status_t st = lg_json_decode(L, b.data, b.len, LG_JSON_DEFAULT_MAX_DEPTH, NULL);
+    lg_buf_free(&b);
+    if (st != LG_JSON_OK)
+        lua_pushnil(L);
+    return 1;
+}
+
+/* Store JSON text under `key` (ttl_ms 0: none); pushes true. (Redis: yields.) */
+static int store_set(lua_State *L, lg_exec_t *e, const char *key, size_t klen, const char *json, size_t jlen,
+                     uint64_t ttl_ms)
+{
+    lg_kv_set(key, klen, json, jlen, ttl_ms);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* Pushes whether a key was removed. (Redis: yields.) */
+static int store_del(lua_State *L, lg_exec_t *e, const char *key, size_t klen)
+{
+    lua_pushboolean(L, lg_kv_del(key, klen));
+    return 1;
+}
+
+/* ---- keys ---- */
+
+/* prefix + the string argument at `arg`, into out[KEY_MAX] */
+static size_t make_key(lua_State *L, const char *what, char *out, const char *prefix, int arg)
+{
+    size_t n, plen = strlen(prefix);
+    const char *k = lua_type(L, arg) == LUA_TSTRING || lua_type(L, arg) == LUA_TNUMBER ? lua_tolstring(L, arg, &n) : NULL;
+    if (k == NULL || n == 0)
+        luaL_error(L, "%s: the key must be a non-empty string", what);
+    if (plen + n > KEY_MAX)
+        luaL_error(L, "%s: the key is longer than %d bytes", what, KEY_MAX - (int)plen);
+    memcpy(out, prefix, plen);
+    memcpy(out + plen, k, n);
+    return plen + n;
+}
+
+static uint64_t ttl_arg(lua_State *L, const char *what, int arg, uint64_t def_ms)
+{
+    if (lua_isnoneornil(L, arg))
+        return def_ms;
+    lua_Number s = lua_tonumber(L, arg);
+    if (!lua_isnumber(L, arg) || !(s >= 0) || s > 31536000.0 * 10)
+        luaL_error(L, "%s: ttl must be a number of seconds (0: no expiry)", what);
+    return (uint64_t)ceil(s * 1000.0);
+}
+
+static void encode_arg(lua_State *L, const char *what, int arg, lg_buf_t *b)
+{
+    lg_json_error_t err;
+    if (lg_json_encode(L, arg, b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {
+        lg_buf_free(b);
+        luaL_error(L, "%s: the value is not JSON: %s", what, err.msg);
+    }
+}
+
+/* ---- luagent.cache ---- */
+
+static lg_exec_t *check(lua_State *L, const char *what) { return lg_sched_check(L, what); }
+
+static void agent_prefix(lg_exec_t *e, char *out, size_t cap) { snprintf(out, cap, "c:%s:", e->agent); }
+
+static int cache_get(lua_State *L)
+{
+    lg_exec_t *e = check(L, "luagent.cache.get");
+    char prefix[160], key[KEY_MAX];
+    agent_prefix(e, prefix, sizeof(prefix));
+    size_t klen = make_key(L, "luagent.cache.get", key, prefix, 1);
+    return store_get(L, e, key, klen);
+}
+
+static int cache_set(lua_State *L)
+{
+    lg_exec_t *e = check(L, "luagent.cache.set");
+    char prefix[160], key[KEY_MAX];
+    agent_prefix(e, prefix, sizeof(prefix));
+    size_t klen = make_key(L, "luagent.cache.set", key, prefix, 1);
+    uint64_t ttl = ttl_arg(L, "luagent.cache.set", 3, 0);
+    lg_buf_t b = {0};
+    encode_arg(L, "luagent.cache.set", 2, &b);
+    int n = store_set(L, e, key, klen, b.data, b.len, ttl);
+    lg_buf_free(&b);
+    return n;
+}
+
+static int cache_delete(lua_State *L)
+{
+    lg_exec_t *e = check(L, "luagent.cache.delete");
+    char prefix[160], key[KEY_MAX];
+    agent_prefix(e, prefix, sizeof(prefix));
+    size_t klen = make_key(L, "luagent.cache.delete", key, prefix, 1);
+    return store_del(L, e, key, klen);
+}
+
+void lg_bind_open_cache(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"get", cache_get}, {"set", cache_set}, {"delete", cache_delete}, {NULL, NULL}};
+    lua_newtable(L);
+    luaL_register(L, NULL, fns);
+}
+
+/* ---- ctx.session ----
+ * A table {get, set, delete} whose functions carry the session id as upvalue 1. They accept being
+ * called with a colon too (ctx.session:get("k")). */
+
+static int session_arg(lua_State *L) { return lua_istable(L, 1) ? 2 : 1; }
+
+static size_t session_key(lua_State *L, const char *what, char *key)
+{
+    size_t sidlen;
+    const char *sid = lua_tolstring(L, lua_upvalueindex(1), &sidlen);
+    char prefix[KEY_MAX];
+    if (sidlen + 3 > KEY_MAX / 2)
+        luaL_error(L, "%s: context.session_id is too long", what);
+    snprintf(prefix, sizeof(prefix), "s:%s:", sid);
+    return make_key(L, what, key, prefix, session_arg(L));
+}
+
+static int session_get(lua_State *L)
+{
+    lg_exec_t *e = check(L, "ctx.session.get");
+    char key[KEY_MAX];
+    size_t klen = session_key(L, "ctx.session.get", key);
+    return store_get(L, e, key, klen);
+}
+
+static int session_set(lua_State *L)
+{
+    lg_exec_t *e = check(L, "ctx.session.set");
+    char key[KEY_MAX];
+    size_t klen = session_key(L, "ctx.session.set", key);
+    int v = session_arg(L) + 1;
+    uint64_t ttl = ttl_arg(L, "ctx.session.set", v + 1, (uint64_t)e->rt->cfg->session_ttl_s * 1000);
+    lg_buf_t b = {0};
+    encode_arg(L, "ctx.session.set", v, &b);
+    int n = store_set(L, e, key, klen, b.data, b.len, ttl);
+    lg_buf_free(&b);
+    return n;
+}
+
+static int session_delete(lua_State *L)
+{
+    lg_exec_t *e = check(L, "ctx.session.delete");
+    char key[KEY_MAX];
+    size_t klen = session_key(L, "ctx.session.delete", key);
+    return store_del(L, e, key, klen);
+}
+
+static int session_missing(lua_State *L)
+{
+    return luaL_error(L, "ctx.session needs a session id: send \"context\": {\"session_id\": \"...\"}");
+}
+
+void lg_bind_push_session(lua_State *L, int ctx_idx)
+{
+    lua_getfield(L, ctx_idx, "context");
+    int has = 0;
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "session_id");
+        has = (lua_type(L, -1) == LUA_TSTRING && lua_objlen(L, -1) > 0) || lua_type(L, -1) == LUA_TNUMBER;
+        if (has)
+            lua_tostring(L, -1);
+        lua_remove(L, -2);
+    }
+    /* stack: session_id (or something that is not one) */
+    lua_createtable(L, 0, 3);
+    static const struct { const char *name; lua_CFunction fn; } m[] = {
+        {"get", session_get}, {"set", session_set}, {"delete", session_delete}};
+    for (size_t i = 0; i < sizeof(m) / sizeof(m[0]); i++) {
+        if (has) {
+            lua_pushvalue(L, -2);
+            lua_pushcclosure(L, m[i].fn, 1);
+        } else {
+            lua_pushcfunction(L, session_missing);
+        }
+        lua_setfield(L, -2, m[i].name);
+    }
+    lua_remove(L, -2);
+}
+
+/* ---- the result cache of agents with cache_ttl > 0 ----
+ * lua/luagent/cache.lua wraps such an agent's execute: look the task up, run on a miss, store. The
+ * key hashes the task's canonical JSON (object keys sorted), so key order in the request does not
+ * matter. */
+
+static int canonical(lua_State *L, int idx, lg_buf_t *b, int depth);
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+static int canonical_object(lua_State *L, int idx, lg_buf_t *b, int depth)
+{
+    size_t n = 0, cap = 16;
+    const char **keys = malloc(cap * sizeof(*keys));
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) { /* not an object lg_json_encode would write the same way */
+            lua_pop(L, 1);
+            free(keys);
+            return -1;
+        }
+        if (n == cap)
+            keys = realloc(keys, (cap *= 2) * sizeof(*keys));
+        keys[n++] = lua_tostring(L, -1); /* the table keeps the string alive */
+    }
+    qsort(keys, n, sizeof(*keys), cmp_str);
+    lg_buf_putc(b, '{');
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i > 0)
+            lg_buf_putc(b, ',');
+        lg_buf_json_str(b, keys[i], strlen(keys[i]));
+        lg_buf_putc(b, ':');
+        lua_getfield(L, idx, keys[i]);
+        rc = canonical(L, lua_gettop(L), b, depth + 1);
+        lua_pop(L, 1);
+    }
+    lg_buf_putc(b, '}');
+    free(keys);
+    return rc;
+}
+
+static int canonical(lua_State *L, int idx, lg_buf_t *b, int depth)
+{
+    if (depth > LG_JSON_DEFAULT_MAX_DEPTH || !lua_checkstack(L, 4))
+        return -1;
+    if (!lua_istable(L, idx) || lg_json_is_array_marked(L, idx) || lua_objlen(L, idx) > 0) {
+        if (lua_istable(L, idx)) { /* an array: its elements canonically */
+            size_t n = lua_objlen(L, idx);
+            lg_buf_putc(b, '[');
+            for (size_t i = 1; i <= n; i++) {
+                if (i > 1)
+                    lg_buf_putc(b, ',');
+                lua_rawgeti(L, idx, (int)i);
+                int rc = canonical(L, lua_gettop(L), b, depth + 1);
+                lua_pop(L, 1);
+                if (rc != 0)
+                    return rc;
+            }
+            lg_buf_putc(b, ']');
+            return 0;
+        }
+        return lg_json_encode(L, idx, b, 1, NULL) == LG_JSON_OK ? 0 : -1;
+    }
+    return canonical_object(L, idx, b, depth);
+}
+
+/* result_key(task) -> key, or nil when the task has no canonical form */
+static int h_result_key(lua_State *L)
+{
+    lg_exec_t *e = lg_sched_current(L);
+    if (e == NULL)
+        return 0;
+    lg_buf_t b = {0};
+    lua_settop(L, 1);
+    int rc = canonical(L, 1, &b, 0);
+    if (rc == 0) {
+        char hex[65];
+        lg_sha256_hex(b.data, b.len, hex);
+        lua_pushfstring(L, "r:%s:%s:%s", e->agent, e->version, hex);
+    }
+    lg_buf_free(&b);
+    return rc == 0 ? 1 : 0;
+}
+
+static int h_get(lua_State *L)
+{
+    size_t n;
+    const char *k = luaL_checklstring(L, 1, &n);
+    return store_get(L, check(L, "result cache"), k, n);
+}
+
+/* set(key, value, ttl_seconds) */
+static int h_set(lua_State *L)
+{
+    size_t n;
+    const char *k = luaL_checklstring(L, 1, &n);
+    lg_exec_t *e = check(L, "result cache");
+    lg_buf_t b = {0};
+    lg_json_error_t err;
+    if (lg_json_encode(L, 2, &b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {
+        lg_buf_free(&b);
+        return 0; /* not JSON: the reply will say so; nothing to cache */
+    }
+    int r = store_set(L, e, k, n, b.data, b.len, (uint64_t)(luaL_checknumber(L, 3) * 1000.0));
+    lg_buf_free(&b);
+    return r;
+}
+
+/* mark(hit): the reply's X-Cache header */
+static int h_mark(lua_State *L)
+{
+    lg_exec_t *e = lg_sched_current(L);
+    if (e != NULL)
+        e->cache = lua_toboolean(L, 1) ? LG_CACHE_HIT : LG_CACHE_MISS;
+    return 0;
+}
+
+void lg_bind_push_cache_wrap(lua_State *L)
+{
+    static const luaL_Reg host[] = {
+        {"result_key", h_result_key}, {"get", h_get}, {"set", h_set}, {"mark", h_mark}, {NULL, NULL}};
+    if (luaL_loadbuffer(L, (const char *)luaJIT_BC_cache, luaJIT_BC_cache_SIZE, "=luagent/cache.lua") != 0)
+        lua_error(L);
+    lua_newtable(L);
+    luaL_register(L, NULL, host);
+    lua_call(L, 1, 1); /* -> wrap(execute, ttl_seconds) */
+}
+
+void lg_cache_init(void) { lg_kv_init(KV_MAX_BYTES); }

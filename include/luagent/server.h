@@ -34,6 +34,21 @@ int lg_server_run(const lg_config_t *cfg);
 /** Register the request handler on a host configuration (handlers.c). */
 void lg_handlers_register(h2o_hostconf_t *hostconf);
 
+/* ---- outcomes of executions (outcome.c) ---- */
+
+struct lg_exec;
+/** Write the outcome of a finished execution into b: the 200 reply object
+ *  {"execution_id","agent","version","status","result","duration_ms","usage"} or an error object
+ *  {"error":{...}} (agent errors keep their status and code; provider errors carry the provider).
+ *  Returns the HTTP status; *is_err says which; on success [*roff, *roff + *rlen) of b is the
+ *  result's JSON. client_gone: a cancellation is 499 client_closed, not 503. */
+int lg_outcome_json(struct lg_exec *e, int client_gone, lg_buf_t *b, const char *request_id, int *is_err,
+                    size_t *roff, size_t *rlen);
+/** The record of that outcome (store.h); the caller owns it. */
+struct lg_rec *lg_outcome_rec(struct lg_exec *e, const lg_buf_t *b, int is_err, size_t roff, size_t rlen);
+/** Record that outcome (store.h), when the execution is recorded. */
+void lg_outcome_record(struct lg_exec *e, const lg_buf_t *b, int is_err, size_t roff, size_t rlen);
+
 /* ---- replies (respond.c): every reply is JSON with nosniff and X-Request-Id ---- */
 
 /** The request's id: a valid incoming X-Request-Id (1..64 of [A-Za-z0-9._:-]) or a new UUID. */

@@ -27,6 +27,8 @@ struct lg_worker {
     lg_buf_t scratch; /* reply bodies are built here, then copied into the request by h2o */
     struct lg_link *links;   /* HTTP executions in flight (handlers.c) */
     lg_timer_t client_watch; /* looks for clients that went away (handlers.c) */
+    size_t jobs_running;     /* async executions running here (jobs.c) */
+    struct callback *callbacks; /* callback deliveries in progress (jobs.c) */
     int started;
 };
 

@@ -4,11 +4,15 @@
 #include <stdio.h>
 #include <sys/socket.h>
 #include <string.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "luagent/ids.h"
+#include "luagent/agents.h"
+#include "luagent/jobs.h"
+#include "luagent/kv.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
@@ -32,6 +36,8 @@ typedef struct lg_link {
     lg_worker_t *worker;
     uint64_t start_ns;
     char request_id[72];
+    char *idem_key;      /* kv key of the request's Idempotency-Key (the reply is kept under it) */
+    char idem_hash[17];  /* of the request body */
 } lg_link_t;
 
 /* ---- in-flight list and the client watch ----
@@ -161,6 +167,7 @@ static void link_dispose(void *p)
     link_untrack(l->worker, l);
     lg_buf_free(&l->pending);
     lg_buf_free(&l->inflight);
+    free(l->idem_key);
 }
 
 /* ---- execution results ---- */
@@ -174,153 +181,7 @@ static void on_emit(lg_exec_t *e, const char *event, const char *json, size_t le
     sse_flush(l);
 }
 
-/* error("x") in an agent reads "team/review.lua:12: x": the position is for the log (which has the
- * whole traceback), the client gets the message. */
-static void skip_position(const char **msg, size_t *len)
-{
-    const char *s = *msg, *end = s + *len, *p = s;
-    while (p < end && *p != ':' && *p != ' ' && *p != '\n')
-        p++;
-    if (p - s < 5 || memcmp(p - 4, ".lua", 4) != 0 || p == end || *p != ':')
-        return;
-    const char *d = ++p;
-    while (p < end && *p >= '0' && *p <= '9')
-        p++;
-    if (p == d || end - p < 2 || p[0] != ':' || p[1] != ' ')
-        return;
-    *msg = p + 2;
-    *len = (size_t)(end - p - 2);
-}
-
-/* The agent's error value (top of co) -> status, code, message; for provider errors raised by
- * luagent.ai also the provider and its HTTP status (appended to the error object). The strings
- * stay valid while the values sit on co's stack, until the execution is released. */
-typedef struct agent_err {
-    int status;
-    const char *code, *msg, *provider;
-    size_t mlen;
-    int provider_status;
-} agent_err_t;
-
-static void agent_error(lua_State *co, agent_err_t *a)
-{
-    memset(a, 0, sizeof(*a));
-    a->status = 500;
-    a->code = "agent_error";
-    int err = lua_gettop(co);
-    if (lua_istable(co, err)) {
-        lua_getfield(co, err, "status");
-        if (lua_isnumber(co, -1) && lua_tonumber(co, -1) >= 400 && lua_tonumber(co, -1) <= 599)
-            a->status = (int)lua_tonumber(co, -1);
-        lua_getfield(co, err, "code");
-        if (lua_type(co, -1) == LUA_TSTRING)
-            a->code = lua_tostring(co, -1);
-        lua_getfield(co, err, "message");
-        if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
-            a->msg = lua_tolstring(co, -1, &a->mlen);
-        lua_getfield(co, err, "provider");
-        if (lua_type(co, -1) == LUA_TSTRING)
-            a->provider = lua_tostring(co, -1);
-        lua_getfield(co, err, "provider_status");
-        a->provider_status = lua_isnumber(co, -1) ? (int)lua_tonumber(co, -1) : 0;
-    } else if (lua_type(co, err) == LUA_TSTRING || lua_type(co, err) == LUA_TNUMBER) {
-        a->msg = lua_tolstring(co, err, &a->mlen);
-    }
-    if (a->msg == NULL) {
-        a->msg = "the agent raised an error without a message";
-        a->mlen = strlen(a->msg);
-    }
-    skip_position(&a->msg, &a->mlen);
-}
-
-/* Write the execution's outcome into b: the reply object, or {"error":{...}}; returns the HTTP
- * status and whether it is an error (*is_err). For the record, *result (the result's JSON inside
- * b) is set on success. */
-static int outcome_json(lg_exec_t *e, int client_gone, lg_buf_t *b, const char *request_id, int *is_err,
-                        size_t *result_off, size_t *result_len)
-{
-    int status = 200;
-    char msg[160];
-    const char *code = NULL, *m = NULL;
-    size_t mlen = 0;
-    agent_err_t aerr = {0};
-    switch (e->end) {
-    case LG_END_OK: {
-        lg_buf_lit(b, "{\"execution_id\":\"");
-        lg_buf_append(b, e->id, LG_UUID_LEN);
-        lg_buf_lit(b, "\",\"agent\":");
-        lg_buf_json_str(b, e->agent, strlen(e->agent));
-        lg_buf_lit(b, ",\"version\":\"");
-        lg_buf_append(b, e->version, strlen(e->version));
-        lg_buf_lit(b, "\",\"status\":\"succeeded\",\"result\":");
-        lg_json_error_t jerr;
-        *result_off = b->len;
-        if (lua_gettop(e->co) == 0) {
-            lg_buf_lit(b, "null");
-        } else if (lg_json_encode(e->co, 1, b, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) != LG_JSON_OK) {
-            status = 500, code = "agent_error";
-            snprintf(msg, sizeof(msg), "the agent's result is not JSON: %s", jerr.msg);
-            m = msg, mlen = strlen(msg);
-            break;
-        }
-        *result_len = b->len - *result_off;
-        lg_buf_lit(b, ",\"duration_ms\":");
-        lg_buf_fixed3(b, e->duration_ms);
-        lg_buf_lit(b, ",\"usage\":");
-        lg_exec_usage_json(e, b);
-        lg_buf_putc(b, '}');
-        break;
-    }
-    case LG_END_ERROR:
-        agent_error(e->co, &aerr);
-        status = aerr.status, code = aerr.code, m = aerr.msg, mlen = aerr.mlen;
-        break;
-    case LG_END_TIMEOUT:
-        status = 504, code = "timeout";
-        snprintf(msg, sizeof(msg), "the execution exceeded its deadline of %d ms", e->timeout_ms);
-        m = msg, mlen = strlen(msg);
-        break;
-    case LG_END_MEMORY:
-        status = 500, code = "memory_limit";
-        snprintf(msg, sizeof(msg), "the execution exceeded the memory limit of %d MiB", e->rt->cfg->memory_limit_mb);
-        m = msg, mlen = strlen(msg);
-        break;
-    case LG_END_CANCELLED:
-        if (client_gone)
-            status = 499, code = "client_closed", m = "the client closed the connection";
-        else
-            status = 503, code = "unavailable", m = "the execution was cancelled: the server is shutting down";
-        mlen = strlen(m);
-        break;
-    }
-    *is_err = code != NULL;
-    if (code != NULL) {
-        lg_buf_reset(b);
-        lg_error_json(b, code, m, mlen, request_id, e->id);
-        if (aerr.provider != NULL) { /* {"error":{...}} -> {"error":{..., "provider":...}} */
-            b->len -= 2;
-            lg_buf_lit(b, ",\"provider\":");
-            lg_buf_json_str(b, aerr.provider, strlen(aerr.provider));
-            if (aerr.provider_status)
-                lg_buf_printf(b, ",\"provider_status\":%d", aerr.provider_status);
-            lg_buf_lit(b, "}}");
-        }
-    }
-    return status;
-}
-
-/* Record the outcome that `b` holds (outcome_json). */
-static void record_outcome(lg_exec_t *e, const lg_buf_t *b, int is_err, size_t result_off, size_t result_len)
-{
-    if (!e->recording)
-        return;
-    lg_rec_t *r;
-    if (is_err) /* the inner object of {"error":{...}} */
-        r = lg_record_build(e, LG_REC_FAILED, NULL, 0, b->data + 9, b->len - 10);
-    else
-        r = lg_record_build(e, LG_REC_SUCCEEDED, b->data + result_off, result_len, NULL, 0);
-    lg_record_commit(e->rt, r);
-}
+static void idem_store(lg_link_t *l, const char *id, int status, const lg_buf_t *b);
 
 static void on_done(lg_exec_t *e)
 {
@@ -332,8 +193,10 @@ static void on_done(lg_exec_t *e)
     lg_buf_reset(b);
     int is_err;
     size_t roff = 0, rlen = 0;
-    int status = outcome_json(e, l->client_gone || req == NULL, b, l->request_id, &is_err, &roff, &rlen);
-    record_outcome(e, b, is_err, roff, rlen);
+    int status = lg_outcome_json(e, l->client_gone || req == NULL, b, l->request_id, &is_err, &roff, &rlen);
+    lg_outcome_record(e, b, is_err, roff, rlen);
+    if (l->idem_key != NULL)
+        idem_store(l, e->id, req == NULL ? 499 : status, b);
     if (req == NULL) {
         lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
         return;
@@ -380,8 +243,35 @@ static int is_object(lua_State *L, int idx) { return lua_istable(L, idx) && !lg_
 
 /* Decode and check the envelope onto e->co, leaving [task, context]. NULL, or an error message
  * with *status and *code set. For the seed route, *name receives the body's "agent". */
+typedef struct options {
+    int async;
+    char callback_url[2048];
+} options_t;
+
+static const char *parse_options(lua_State *co, int idx, options_t *o)
+{
+    lua_getfield(co, idx, "mode");
+    size_t n;
+    const char *mode = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &n) : NULL;
+    if (!lua_isnil(co, -1) && (mode == NULL || (strcmp(mode, "sync") != 0 && strcmp(mode, "async") != 0)))
+        return "\"options.mode\" must be \"sync\" or \"async\"";
+    o->async = mode != NULL && strcmp(mode, "async") == 0;
+    lua_getfield(co, idx, "callback_url");
+    const char *url = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &n) : NULL;
+    if (!lua_isnil(co, -1)) {
+        if (url == NULL || n >= sizeof(o->callback_url) ||
+            (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) || strpbrk(url, " \r\n") != NULL)
+            return "\"options.callback_url\" must be an http:// or https:// URL";
+        if (!o->async)
+            return "\"options.callback_url\" needs \"options.mode\": \"async\"";
+        memcpy(o->callback_url, url, n + 1);
+    }
+    lua_pop(co, 2);
+    return NULL;
+}
+
 static const char *parse_envelope(h2o_req_t *req, lua_State *co, int seed_route, char *name, size_t *namelen,
-                                  int *status, const char **code, char *msg, size_t msglen)
+                                  options_t *opts, int *status, const char **code, char *msg, size_t msglen)
 {
     *status = 400;
     *code = "invalid_request";
@@ -426,9 +316,134 @@ static const char *parse_envelope(h2o_req_t *req, lua_State *co, int seed_route,
     lua_getfield(co, 1, "options");
     if (!lua_isnil(co, -1) && !lg_json_is_null(co, -1) && !is_object(co, -1))
         return "\"options\" must be an object";
+    const char *bad = is_object(co, -1) ? parse_options(co, lua_gettop(co), opts) : NULL;
+    if (bad != NULL)
+        return bad;
     lua_pop(co, 1);
     lua_remove(co, 1);
     return NULL;
+}
+
+/* ---- async submission and Idempotency-Key ---- */
+
+#define IDEM_KEY_MAX (LG_AGENT_NAME_MAX + 300)
+#define IDEM_TTL_MS (24ull * 3600 * 1000)
+
+/* The store key for the request's Idempotency-Key ("i:<agent>:<key>"): its length, 0 when the
+ * header is absent, -1 when it is malformed. */
+static int idem_key(h2o_req_t *req, const char *agent, size_t alen, char *out)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1);
+    if (i < 0)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    if (v.len < 1 || v.len > 255)
+        return -1;
+    for (size_t k = 0; k < v.len; k++)
+        if (v.base[k] < 0x21 || v.base[k] > 0x7e)
+            return -1;
+    return snprintf(out, IDEM_KEY_MAX, "i:%.*s:%.*s", (int)alen, agent, (int)v.len, v.base);
+}
+
+static void reply_accepted(h2o_req_t *req, const char *request_id, const char *id, const char *agent, size_t alen,
+                           const char *status)
+{
+    lg_buf_t *b = &lg_worker_of(req)->scratch;
+    lg_buf_reset(b);
+    lg_buf_lit(b, "{\"execution_id\":\"");
+    lg_buf_append(b, id, LG_UUID_LEN);
+    lg_buf_lit(b, "\",\"agent\":");
+    lg_buf_json_str(b, agent, alen);
+    lg_buf_printf(b, ",\"status\":\"%s\",\"status_url\":\"/api/v1/executions/%.36s\"}", status, id);
+    char loc[64];
+    int n = snprintf(loc, sizeof(loc), "/api/v1/executions/%.36s", id);
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_LOCATION, NULL, h2o_strdup(&req->pool, loc, (size_t)n).base,
+                   (size_t)n);
+    lg_reply_json(req, 202, request_id, b->data, b->len);
+}
+
+/* Claim the key for this request (e->id gets the execution id it will run under), or answer for
+ * the request that claimed it first: its reply when it has finished (Idempotent-Replayed: true),
+ * 202 with its id when it is async, 409 while it runs or when the body differs. Returns 0 when
+ * claimed, else the status answered. Stored value: "<id>\n<body hash>[\n<status>\n<reply>]". */
+static int idem_claim(h2o_req_t *req, lg_exec_t *e, const char *key, size_t klen, const char *hash, int async,
+                      const char *name, size_t namelen)
+{
+    lg_uuid7(e->id);
+    char val[LG_UUID_LEN + 18];
+    int vlen = snprintf(val, sizeof(val), "%s\n%s", e->id, hash);
+    lg_buf_t old = {0};
+    if (lg_kv_add(key, klen, val, (size_t)vlen, IDEM_TTL_MS, &old)) {
+        lg_buf_free(&old);
+        return 0;
+    }
+    int status = 409;
+    const char *p = old.data, *end = old.data + old.len;
+    if (old.len < LG_UUID_LEN + 17 || memcmp(p + LG_UUID_LEN + 1, hash, 16) != 0) {
+        lg_reply_error(req, 409, "conflict", "this Idempotency-Key was used with a different request body", e->request_id);
+    } else if (old.len > LG_UUID_LEN + 18) { /* finished: replay its reply */
+        const char *st = p + LG_UUID_LEN + 18, *nl = memchr(st, '\n', (size_t)(end - st));
+        status = atoi(st);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("idempotent-replayed"), 0, NULL, H2O_STRLIT("true"));
+        lg_reply_json(req, status, e->request_id, nl ? nl + 1 : "", nl ? (size_t)(end - nl - 1) : 0);
+    } else if (async) {
+        status = 202;
+        h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("idempotent-replayed"), 0, NULL, H2O_STRLIT("true"));
+        reply_accepted(req, e->request_id, p, name, namelen, "queued");
+    } else {
+        lg_reply_error(req, 409, "conflict", "a request with this Idempotency-Key is still running", e->request_id);
+    }
+    lg_buf_free(&old);
+    return status;
+}
+
+/* A finished sync request with an Idempotency-Key: keep its reply for retries (not when it never
+ * really ran: client gone, shutdown). */
+static void idem_store(lg_link_t *l, const char *id, int status, const lg_buf_t *b)
+{
+    size_t klen = strlen(l->idem_key);
+    if (status == 499 || status == 503) {
+        lg_kv_del(l->idem_key, klen);
+        return;
+    }
+    lg_buf_t v = {0};
+    lg_buf_printf(&v, "%s\n%s\n%d\n", id, l->idem_hash, status);
+    lg_buf_append(&v, b->data, b->len);
+    lg_kv_set(l->idem_key, klen, v.data, v.len, IDEM_TTL_MS);
+    lg_buf_free(&v);
+}
+
+/* options.mode = "async": record the execution queued, hand the job to the queue, answer 202.
+ * e->co holds [task, context]. */
+static void submit_async(h2o_req_t *req, lg_exec_t *e, const char *name, size_t namelen, const char *callback_url)
+{
+    lg_worker_t *w = lg_worker_of(req);
+    if (e->id[0] == '\0')
+        lg_uuid7(e->id);
+    e->async = 1;
+    e->created_ms = lg_now_epoch_ms();
+    snprintf(e->agent, sizeof(e->agent), "%.*s", (int)namelen, name);
+    lg_record_begin(e, 1);
+    if (e->recording)
+        lg_record_commit(&w->rt, lg_record_build(e, LG_REC_QUEUED, NULL, 0, NULL, 0));
+    lg_buf_t job = {0};
+    lg_buf_lit(&job, "{\"id\":\"");
+    lg_buf_append(&job, e->id, LG_UUID_LEN);
+    lg_buf_lit(&job, "\",\"agent\":");
+    lg_buf_json_str(&job, name, namelen);
+    lg_buf_lit(&job, ",\"request_id\":");
+    lg_buf_json_str(&job, e->request_id, strlen(e->request_id));
+    lg_buf_printf(&job, ",\"created_ms\":%llu,\"callback_url\":", (unsigned long long)e->created_ms);
+    if (callback_url[0] != '\0')
+        lg_buf_json_str(&job, callback_url, strlen(callback_url));
+    else
+        lg_buf_lit(&job, "null");
+    lg_buf_putc(&job, ',');
+    lg_buf_append(&job, e->rec.data, e->rec.len);
+    lg_buf_putc(&job, '}');
+    lg_jobs_submit(w, job.data, job.len);
+    lg_buf_free(&job);
+    reply_accepted(req, e->request_id, e->id, name, namelen, "queued");
 }
 
 static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns)
@@ -454,20 +469,50 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     size_t namelen = 0;
     int status;
     const char *code;
-    const char *err = parse_envelope(req, e->co, route->id == LG_ROUTE_EXECUTE, name, &namelen, &status, &code, msg,
-                                     sizeof(msg));
+    options_t opts = {0};
+    const char *err = parse_envelope(req, e->co, route->id == LG_ROUTE_EXECUTE, name, &namelen, &opts, &status, &code,
+                                     msg, sizeof(msg));
     if (err == NULL && route->id == LG_ROUTE_AGENT_EXECUTE) {
         memcpy(name, route->name, route->name_len);
         namelen = route->name_len;
     }
     if (err == NULL && !lg_agent_name_valid(name, namelen))
         status = 404, code = "not_found", err = "no such agent";
+    char idem[IDEM_KEY_MAX], hash[65] = "";
+    int idem_len = 0;
+    if (err == NULL) {
+        memcpy(e->request_id, request_id, strlen(request_id) + 1);
+        if ((idem_len = idem_key(req, name, namelen, idem)) < 0)
+            status = 400, code = "invalid_request", err = "Idempotency-Key must be 1 to 255 printable ASCII characters";
+    }
+    if (err == NULL && idem_len > 0) {
+        lg_sha256_hex(req->entity.base, req->entity.len, hash);
+        hash[16] = '\0';
+        int replayed = idem_claim(req, e, idem, (size_t)idem_len, hash, opts.async, name, namelen);
+        if (replayed != 0) {
+            lua_settop(e->co, 0);
+            lg_exec_discard(e);
+            return replayed;
+        }
+    }
+    if (err == NULL && opts.async) {
+        if (!lg_agents_push(&w->rt, e->co, name, namelen)) {
+            status = 404, code = "not_found", err = "no such agent";
+        } else {
+            lua_pop(e->co, 1);
+            submit_async(req, e, name, namelen, opts.callback_url);
+            lua_settop(e->co, 0);
+            lg_exec_discard(e);
+            return 202;
+        }
+    }
     if (err == NULL) {
         e->stream = wants_sse(req);
-        memcpy(e->request_id, request_id, strlen(request_id) + 1);
         if (lg_exec_launch(e, name, namelen, 0) != LG_LAUNCH_OK)
             status = 404, code = "not_found", err = "no such agent";
     }
+    if (err != NULL && idem_len > 0 && hash[0] != '\0')
+        lg_kv_del(idem, (size_t)idem_len); /* nothing ran: a retry may try again */
     if (err != NULL) {
         lua_settop(e->co, 0);
         lg_exec_discard(e);
@@ -486,6 +531,10 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     link_track(w, l);
     l->start_ns = start_ns;
     memcpy(l->request_id, request_id, strlen(request_id) + 1);
+    if (idem_len > 0) {
+        l->idem_key = strndup(idem, (size_t)idem_len);
+        memcpy(l->idem_hash, hash, sizeof(l->idem_hash));
+    }
     e->owner = l;
     if (e->stream)
         sse_start(l);

@@ -1,6 +1,7 @@
 #include "luagent/server.h"
 #include "luagent/store.h"
 #include "luagent/kv.h"
+#include "luagent/jobs.h"
 #include "luagent/bind.h"
 
 #include <errno.h>
@@ -163,6 +164,7 @@ int lg_server_run(const lg_config_t *cfg)
         pthread_join(S.workers[i].thread, NULL);
     for (int i = 0; i < S.nworkers; i++) {
         lg_worker_t *w = &S.workers[i];
+        lg_jobs_dispose(w);
         lg_rt_dispose(&w->rt);
         lg_buf_free(&w->scratch);
     }
@@ -171,6 +173,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_registry_dispose();
     lg_history_free();
     lg_kv_free();
+    lg_jobs_free();
     lg_log(LG_LOG_INFO, "stopped");
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "luagent/agents.h"
+#include "luagent/jobs.h"
 #include "luagent/log.h"
 
 int lg_worker_listen(const char *host, int port, char *err, size_t errlen)
@@ -74,8 +75,9 @@ static void drain(lg_worker_t *w)
     h2o_socket_close(w->listener); /* closes the fd: the kernel sends new connections elsewhere */
     w->listener = NULL;
     h2o_context_request_shutdown(&w->ctx);
+    lg_jobs_abandon(w); /* queued async jobs are recorded failed, not lost */
     uint64_t deadline = lg_now_mono_ms() + (uint64_t)cfg->drain_timeout_ms;
-    while (w->rt.inflight > 0 && lg_now_mono_ms() < deadline)
+    while ((w->rt.inflight > 0 || w->callbacks != NULL) && lg_now_mono_ms() < deadline)
         lg_rt_run_once(&w->rt, 50);
     if (w->rt.inflight > 0) {
         lg_log(LG_LOG_WARN, "worker %d: drain timeout, cancelling %zu executions", w->index, w->rt.inflight);
@@ -91,8 +93,10 @@ static void *worker_main(void *arg)
 {
     lg_worker_t *w = arg;
     lg_log_buffered(1);
-    while (!atomic_load(&w->server->draining))
+    while (!atomic_load(&w->server->draining)) {
         lg_rt_run_once(&w->rt, 1000);
+        lg_jobs_poll(w);
+    }
     drain(w);
     lg_log_buffered(0);
     return NULL;

@@ -11,7 +11,7 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, ai. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, ai, redis. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
@@ -28,5 +28,7 @@ void lg_bind_push_upstream_request(lua_State *L);
 void lg_bind_open_ai(lua_State *L, int luagent);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
+/** Push `luagent.redis` (call). */
+void lg_bind_open_redis(lua_State *L);
 
 #endif

@@ -144,4 +144,6 @@ void lg_bind_open(lua_State *L)
     lua_setfield(L, -2, "http");
     lg_bind_open_ai(L, lua_gettop(L));
     lua_setfield(L, -2, "ai");
+    lg_bind_open_redis(L);
+    lua_setfield(L, -2, "redis");
 }

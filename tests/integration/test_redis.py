@@ -302,7 +302,7 @@ class PasswordRedis(Redis):
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--requirepass", self.PASSWORD,
-             "--user", f"{self.USER} on >{self.USER_PASSWORD} ~* &* +@all"],
+             "--user", self.USER, "on", f">{self.USER_PASSWORD}", "~*", "&*", "+@all"],
             stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         from .services import _wait_port

@@ -451,3 +451,54 @@ class RedisUnsetTests(ServerTestCase):
         self.assertIn("luagent.redis: REDIS_URL is not set", r["message"])
         err = self.assertError(self.server.execute("call", {"args": ["PING"]}), 500, "agent_error")
         self.assertIn("REDIS_URL is not set", err["message"])
+
+
+class RedisHostnameTests(ServerTestCase):
+    """A host name is resolved off the loop (h2o's resolver threads), then connected by address."""
+    WORKERS = 2
+    AGENTS = {"call": CALL}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = shared_redis()
+        cls.ENV = {"REDIS_URL": f"redis://localhost:{cls.redis.port}/1"}
+        super().setUpClass()
+
+    def test_hostname_url(self):
+        key = f"host:{uuid.uuid4()}"
+        for _ in range(4):
+            self.assertOk(self.server.execute("call", {"args": ["SET", key, "named"]}))
+        self.assertEqual("named", self.redis.cli("GET", key, db=1))
+
+
+class RedisNeverUpTests(ServerTestCase):
+    """Nothing listens at REDIS_URL from the start: the first attempt fails at once, and so do calls."""
+    WORKERS = 1
+    AGENTS = {"call": CALL}
+
+    @classmethod
+    def setUpClass(cls):
+        from .harness import free_port
+        cls.ENV = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+        super().setUpClass()
+
+    def test_calls_fail_fast(self):
+        for _ in range(3):
+            t0 = time.monotonic()
+            self.assertError(self.server.execute("call", {"args": ["PING"]}), 503, "unavailable")
+            self.assertLess(time.monotonic() - t0, 0.5 * SLOW)
+        line = self.server.wait_log(lambda l: l.get("msg") == "redis connection down", timeout=2 * SLOW)
+        self.assertIsNotNone(line)
+
+
+class RedisTlsUrlTests(ServerTestCase):
+    """rediss:// passes configuration but hiredis 0.14 has no TLS: calls are unavailable, the log says why."""
+    WORKERS = 1
+    AGENTS = {"call": CALL}
+    ENV = {"REDIS_URL": "rediss://:hunter2-secret@127.0.0.1:6380/0"}
+
+    def test_rediss_refused_clearly(self):
+        self.assertError(self.server.execute("call", {"args": ["PING"]}), 503, "unavailable")
+        line = self.server.wait_log(lambda l: "rediss://" in l.get("msg", ""), timeout=2 * SLOW)
+        self.assertIsNotNone(line, self.ctx_msg())
+        self.assertNotIn("hunter2-secret", self.server.log_text())

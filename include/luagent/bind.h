@@ -11,8 +11,8 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, ai. It also leaves
- *  the result-cache wrapper factory in the registry under LG_CACHE_WRAP_KEY. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, ai, redis. It also
+ *  leaves the result-cache wrapper factory in the registry under LG_CACHE_WRAP_KEY. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
@@ -39,5 +39,7 @@ void lg_bind_push_cache_wrap(lua_State *L);
 void lg_cache_init(void);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
+/** Push `luagent.redis` (call). */
+void lg_bind_open_redis(lua_State *L);
 
 #endif

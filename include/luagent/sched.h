@@ -109,6 +109,7 @@ struct lg_rt {
     void *owner;                /* the worker, when serving */
     struct lg_curlm *curl;      /* libcurl multi driven by this loop */
     struct lg_upstream *upstream; /* h2o's HTTP/1.1 client and its pools (provider calls) */
+    struct lg_redis *redis;     /* REDIS_URL's connection (luagent.redis), made on first use */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
     int record;                 /* executions are recorded (history or DATABASE_URL) */
@@ -124,6 +125,9 @@ void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms);
 /** The runtime's libcurl multi / h2o client, created on first use (they cost memory and start-up). */
 struct lg_curlm *lg_rt_curl(lg_rt_t *rt);
 struct lg_upstream *lg_rt_upstream(lg_rt_t *rt);
+/** The runtime's Redis connection (REDIS_URL), created on first use; NULL when REDIS_URL is unset.
+ *  Freed by lg_rt_dispose after every execution has ended. */
+struct lg_redis *lg_rt_redis(lg_rt_t *rt);
 /** Cancel every execution of this runtime (drain timeout, shutdown). */
 void lg_rt_cancel_all(lg_rt_t *rt);
 /** Resume every ready execution (part of lg_rt_run_once). */

@@ -8,6 +8,7 @@
 #include "luagent/agents.h"
 #include "luagent/bind.h"
 #include "luagent/curlm.h"
+#include "luagent/redis.h"
 #include "luagent/upstream.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
@@ -187,6 +188,8 @@ void lg_rt_dispose(lg_rt_t *rt)
     rt->curl = NULL;
     lg_upstream_free(rt->upstream);
     rt->upstream = NULL;
+    lg_redis_free(rt->redis);
+    rt->redis = NULL;
     lg_timers_free(&rt->timers);
     lg_vm_close(&rt->vm);
     while (rt->free_execs != NULL) {
@@ -461,6 +464,13 @@ struct lg_upstream *lg_rt_upstream(lg_rt_t *rt)
     if (rt->upstream == NULL)
         rt->upstream = lg_upstream_new(rt->loop);
     return rt->upstream;
+}
+
+struct lg_redis *lg_rt_redis(lg_rt_t *rt)
+{
+    if (rt->redis == NULL && rt->cfg->redis_url != NULL && rt->cfg->redis_url[0] != '\0')
+        rt->redis = lg_redis_new(rt->loop, &rt->timers, rt->cfg->redis_url, "redis");
+    return rt->redis;
 }
 
 void lg_exec_run(lg_exec_t *e)

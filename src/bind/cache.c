@@ -14,6 +14,7 @@
 #include "luagent/bind.h"
 #include "luagent/json.h"
 #include "luagent/kv.h"
+#include "luagent/redis.h"
 #include "luagent/sched.h"
 
 #include "cache_bc.h" /* generated from lua/luagent/cache.lua */
@@ -21,11 +22,64 @@
 #define KEY_MAX 1024
 #define KV_MAX_BYTES (64u << 20)
 
-/* ---- the two backends ---- */
+/* ---- the two backends ----
+ * Each pushes its answer on L and returns the count, or yields (Redis) and the reply callback pushes
+ * it. Redis down or unreachable is a miss / "not stored" (false), never an error: the cache is an
+ * optimisation and the server keeps serving without it. */
 
-/* Push the decoded value of `key`, or nil. (Redis: yields.) */
+#define REDIS_PREFIX "luagent:"
+
+static void redis_cancel(lg_exec_t *e, void *q) { lg_redis_cancel(q); }
+
+/* GET: the decoded value or nil */
+static void on_get(void *data, redisReply *reply, const char *err)
+{
+    lg_exec_t *e = data;
+    lua_State *co = e->co;
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING ||
+        lg_json_decode(co, reply->str, reply->len, LG_JSON_DEFAULT_MAX_DEPTH, NULL) != LG_JSON_OK)
+        lua_pushnil(co);
+    lg_sched_wake(e, 1);
+}
+
+/* SET / DEL: true when it was stored (OK) or removed (1) */
+static void on_done(void *data, redisReply *reply, const char *err)
+{
+    lg_exec_t *e = data;
+    lua_pushboolean(e->co, reply != NULL && ((reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "OK") == 0) ||
+                                             (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0)));
+    lg_sched_wake(e, 1);
+}
+
+/* Send argv (argv[1] is the key, prefixed here) and yield; push `dflt` at once when Redis is down. */
+static int redis_call(lua_State *L, lg_exec_t *e, lg_redis_t *r, int argc, const char **argv, size_t *lens,
+                      lg_redis_cb cb, int dflt_nil)
+{
+    char key[sizeof(REDIS_PREFIX) + KEY_MAX];
+    memcpy(key, REDIS_PREFIX, sizeof(REDIS_PREFIX) - 1);
+    memcpy(key + sizeof(REDIS_PREFIX) - 1, argv[1], lens[1]);
+    argv[1] = key;
+    lens[1] += sizeof(REDIS_PREFIX) - 1;
+    lg_redis_req_t *q = lg_redis_command(r, argc, argv, lens, cb, e);
+    if (q == NULL) {
+        if (dflt_nil)
+            lua_pushnil(L);
+        else
+            lua_pushboolean(L, 0);
+        return 1;
+    }
+    return lg_sched_yield(L, redis_cancel, q);
+}
+
+/* Push the decoded value of `key`, or nil. */
 static int store_get(lua_State *L, lg_exec_t *e, const char *key, size_t klen)
 {
+    lg_redis_t *r = lg_rt_redis(e->rt);
+    if (r != NULL) {
+        const char *argv[] = {"GET", key};
+        size_t lens[] = {3, klen};
+        return redis_call(L, e, r, 2, argv, lens, on_get, 1);
+    }
     lg_buf_t b = {0};
     if (!lg_kv_get(key, klen, &b)) {
         lua_pushnil(L);
@@ -38,18 +92,31 @@ static int store_get(lua_State *L, lg_exec_t *e, const char *key, size_t klen)
     return 1;
 }
 
-/* Store JSON text under `key` (ttl_ms 0: none); pushes true. (Redis: yields.) */
+/* Store JSON text under `key` (ttl_ms 0: none); pushes whether it was stored. */
 static int store_set(lua_State *L, lg_exec_t *e, const char *key, size_t klen, const char *json, size_t jlen,
                      uint64_t ttl_ms)
 {
+    lg_redis_t *r = lg_rt_redis(e->rt);
+    if (r != NULL) {
+        char ttl[24];
+        const char *argv[] = {"SET", key, json, "PX", ttl};
+        size_t lens[] = {3, klen, jlen, 2, (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)ttl_ms)};
+        return redis_call(L, e, r, ttl_ms > 0 ? 5 : 3, argv, lens, on_done, 0);
+    }
     lg_kv_set(key, klen, json, jlen, ttl_ms);
     lua_pushboolean(L, 1);
     return 1;
 }
 
-/* Pushes whether a key was removed. (Redis: yields.) */
+/* Pushes whether a key was removed. */
 static int store_del(lua_State *L, lg_exec_t *e, const char *key, size_t klen)
 {
+    lg_redis_t *r = lg_rt_redis(e->rt);
+    if (r != NULL) {
+        const char *argv[] = {"DEL", key};
+        size_t lens[] = {3, klen};
+        return redis_call(L, e, r, 2, argv, lens, on_done, 0);
+    }
     lua_pushboolean(L, lg_kv_del(key, klen));
     return 1;
 }

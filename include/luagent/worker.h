@@ -28,6 +28,11 @@ struct lg_worker {
     struct lg_link *links;   /* HTTP executions in flight (handlers.c) */
     lg_timer_t client_watch; /* looks for clients that went away (handlers.c) */
     size_t jobs_running;     /* async executions running here (jobs.c) */
+    struct job *jobs;        /* ... and their list */
+    struct lg_redis *jobs_conn;          /* REDIS_URL: this worker's stream reader (jobs.c) */
+    struct lg_redis_req *jobs_reading;   /* its XREADGROUP in flight */
+    lg_timer_t jobs_claim;               /* renews running jobs, reclaims abandoned ones */
+    char consumer[96];                   /* its consumer name in the group */
     struct callback *callbacks; /* callback deliveries in progress (jobs.c) */
     int started;
 };

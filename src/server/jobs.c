@@ -7,11 +7,13 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "luagent/curlm.h"
 #include "luagent/jobs.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
+#include "luagent/redis.h"
 #include "luagent/router.h"
 #include "luagent/store.h"
 #include "luagent/worker.h"
@@ -200,6 +202,10 @@ static void callback_start(lg_worker_t *w, const char *url, const lg_rec_t *r)
 
 void lg_jobs_dispose(lg_worker_t *w)
 {
+    lg_timers_del(&w->rt.timers, &w->jobs_claim);
+    if (w->jobs_conn != NULL)
+        lg_redis_free(w->jobs_conn);
+    w->jobs_conn = NULL;
     if (w->callbacks != NULL)
         lg_log(LG_LOG_WARN, "worker %d: dropping undelivered callbacks at shutdown", w->index);
     while (w->callbacks != NULL)
@@ -209,29 +215,62 @@ void lg_jobs_dispose(lg_worker_t *w)
 /* ---- the runner ---- */
 
 typedef struct job {
+    struct job *prev, *next; /* the worker's running jobs */
     lg_worker_t *w;
     char *callback_url;
+    char entry[48]; /* its Redis stream entry id, "" for the in-memory queue */
 } job_t;
+
+static void job_link(lg_worker_t *w, job_t *j)
+{
+    j->prev = NULL;
+    j->next = w->jobs;
+    if (w->jobs)
+        w->jobs->prev = j;
+    w->jobs = j;
+    w->jobs_running++;
+}
+
+static void job_unlink(lg_worker_t *w, job_t *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        w->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    w->jobs_running--;
+}
+
+static void stream_ack(lg_worker_t *w, const char *entry);
 
 static void job_done(lg_exec_t *e)
 {
     job_t *j = e->owner;
     lg_worker_t *w = j->w;
-    w->jobs_running--;
+    job_unlink(w, j);
     lg_buf_t b = {0};
     int is_err;
     size_t roff = 0, rlen = 0;
     lg_outcome_json(e, 0, &b, e->request_id, &is_err, &roff, &rlen);
     lg_rec_t *r = lg_outcome_rec(e, &b, is_err, roff, rlen);
     lg_buf_free(&b);
-    if (j->callback_url != NULL)
-        callback_start(w, j->callback_url, r);
-    lg_log(is_err ? LG_LOG_WARN : LG_LOG_INFO, "async execution %s of %s %s", e->id, e->agent,
-           is_err ? "failed" : "succeeded");
-    if (e->recording)
-        lg_record_commit(e->rt, r);
-    else
+    if (e->end == LG_END_CANCELLED && j->entry[0] != '\0') {
+        /* cancelled by a shutdown: left pending in the stream, another consumer reclaims it */
+        lg_log(LG_LOG_WARN, "async execution %s of %s interrupted by shutdown: left for another replica", e->id, e->agent);
         free(r);
+    } else {
+        if (j->callback_url != NULL)
+            callback_start(w, j->callback_url, r);
+        lg_log(is_err ? LG_LOG_WARN : LG_LOG_INFO, "async execution %s of %s %s", e->id, e->agent,
+               is_err ? "failed" : "succeeded");
+        if (e->recording)
+            lg_record_commit(e->rt, r);
+        else
+            free(r);
+        if (j->entry[0] != '\0')
+            stream_ack(w, j->entry);
+    }
     free(j->callback_url);
     free(j);
 }
@@ -260,36 +299,33 @@ static void job_refused(lg_exec_t *e, const char *code, const char *msg, const c
     lg_record_commit(e->rt, r);
 }
 
-static void start_job(lg_worker_t *w, const char *json, size_t len)
+/* Decode a job onto a new execution: 0 with co = [task, context] and the ids set, or -1. */
+static int job_decode(lg_exec_t *e, const char *json, size_t len, char *name, size_t *namelen, char **url)
 {
-    lg_exec_t *e = lg_exec_new(&w->rt, &job_ops, NULL);
     lua_State *co = e->co;
     size_t idlen = 0, alen = 0, rlen = 0, ulen = 0;
-    const char *id = NULL, *agent = NULL, *rid = NULL, *url = NULL;
+    const char *id = NULL, *agent = NULL, *rid = NULL, *u = NULL;
     if (lg_json_decode(co, json, len, LG_JSON_DEFAULT_MAX_DEPTH, NULL) == LG_JSON_OK && lua_istable(co, 1)) {
         id = str_field(co, 1, "id", &idlen);
         agent = str_field(co, 1, "agent", &alen);
         rid = str_field(co, 1, "request_id", &rlen);
-        url = str_field(co, 1, "callback_url", &ulen);
+        u = str_field(co, 1, "callback_url", &ulen);
     }
     if (id == NULL || idlen != LG_UUID_LEN || agent == NULL || !lg_agent_name_valid(agent, alen)) {
         lg_log(LG_LOG_ERROR, "dropping a malformed job: %.*s", (int)(len < 200 ? len : 200), json);
         lua_settop(co, 0);
-        lg_exec_discard(e);
-        return;
+        return -1;
     }
     e->async = 1;
     memcpy(e->id, id, LG_UUID_LEN + 1);
     snprintf(e->request_id, sizeof(e->request_id), "%s", rid ? rid : "");
     snprintf(e->agent, sizeof(e->agent), "%.*s", (int)alen, agent);
+    memcpy(name, agent, alen); /* before the job table (which holds these strings) goes */
+    *namelen = alen;
+    *url = u != NULL ? strndup(u, ulen) : NULL;
     lua_getfield(co, 1, "created_ms");
     e->created_ms = (uint64_t)lua_tonumber(co, -1);
     lua_pop(co, 1);
-    job_t *j = calloc(1, sizeof(*j));
-    j->w = w;
-    j->callback_url = url != NULL ? strndup(url, ulen) : NULL;
-    char name[LG_AGENT_NAME_MAX + 1];
-    memcpy(name, agent, alen); /* before the job table (which holds these strings) goes */
     lua_getfield(co, 1, "task");
     lua_getfield(co, 1, "context");
     if (lg_json_is_null(co, -1)) {
@@ -297,37 +333,216 @@ static void start_job(lg_worker_t *w, const char *json, size_t len)
         lua_pushnil(co);
     }
     lua_remove(co, 1);
-    e->owner = j;
-    if (lg_exec_launch(e, name, alen, 0) != LG_LAUNCH_OK) {
-        char msg[LG_AGENT_NAME_MAX + 32];
-        snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)alen, name);
-        job_refused(e, "not_found", msg, j->callback_url);
-        lua_settop(co, 0);
+    return 0;
+}
+
+static void start_job(lg_worker_t *w, const char *json, size_t len, const char *entry)
+{
+    lg_exec_t *e = lg_exec_new(&w->rt, &job_ops, NULL);
+    char name[LG_AGENT_NAME_MAX + 1], *url = NULL;
+    size_t namelen = 0;
+    if (job_decode(e, json, len, name, &namelen, &url) != 0) {
         lg_exec_discard(e);
+        if (entry != NULL)
+            stream_ack(w, entry);
+        return;
+    }
+    job_t *j = calloc(1, sizeof(*j));
+    j->w = w;
+    j->callback_url = url;
+    snprintf(j->entry, sizeof(j->entry), "%s", entry ? entry : "");
+    e->owner = j;
+    if (lg_exec_launch(e, name, namelen, 0) != LG_LAUNCH_OK) {
+        char msg[LG_AGENT_NAME_MAX + 32];
+        snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)namelen, name);
+        job_refused(e, "not_found", msg, j->callback_url);
+        lua_settop(e->co, 0);
+        lg_exec_discard(e);
+        if (entry != NULL)
+            stream_ack(w, entry);
         free(j->callback_url);
         free(j);
         return;
     }
-    w->jobs_running++;
+    job_link(w, j);
     if (e->recording)
         lg_record_commit(&w->rt, lg_record_build(e, LG_REC_RUNNING, NULL, 0, NULL, 0));
 }
 
+static size_t room(lg_worker_t *w)
+{
+    size_t max = (size_t)w->server->cfg->job_concurrency;
+    return w->jobs_running < max ? max - w->jobs_running : 0;
+}
+
+/* ---- the Redis Streams queue (REDIS_URL set) ----
+ * Jobs are entries of the stream luagent:jobs read by the consumer group "luagent": each worker of
+ * each replica is a consumer (host-pid-worker) reading with XREADGROUP on a connection of its own
+ * (the read blocks on the server). A running job's entry stays pending until it ends (XACK + XDEL);
+ * its consumer renews it (XCLAIM ... JUSTID) every LUAGENT_JOB_CLAIM_MS / 3, so an entry idle
+ * longer than LUAGENT_JOB_CLAIM_MS belongs to a consumer that died, and any worker with room takes
+ * it over (XAUTOCLAIM) and runs it again from the start. */
+
+#define STREAM "luagent:jobs"
+#define GROUP "luagent"
+
+static void stream_ack(lg_worker_t *w, const char *entry)
+{
+    lg_redis_t *r = lg_rt_redis(&w->rt);
+    if (r == NULL)
+        return;
+    const char *ack[] = {"XACK", STREAM, GROUP, entry}, *del[] = {"XDEL", STREAM, entry};
+    lg_redis_command(r, 4, ack, NULL, NULL, NULL);
+    lg_redis_command(r, 3, del, NULL, NULL, NULL);
+}
+
+static void group_create(void *data)
+{
+    lg_worker_t *w = data;
+    const char *argv[] = {"XGROUP", "CREATE", STREAM, GROUP, "0", "MKSTREAM"};
+    lg_redis_command(w->jobs_conn, 6, argv, NULL, NULL, NULL); /* BUSYGROUP when it exists: fine */
+}
+
+/* entries: [[id, [field, value, ...]], ...] -> start each job */
+static void start_entries(lg_worker_t *w, const redisReply *entries)
+{
+    if (entries == NULL || entries->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *en = entries->element[i];
+        if (en->type != REDIS_REPLY_ARRAY || en->elements < 2 || en->element[0]->type != REDIS_REPLY_STRING)
+            continue;
+        const redisReply *f = en->element[1];
+        const char *id = en->element[0]->str;
+        if (f->type != REDIS_REPLY_ARRAY || f->elements < 2 || f->element[1]->type != REDIS_REPLY_STRING) {
+            stream_ack(w, id); /* deleted meanwhile, or not ours */
+            continue;
+        }
+        if (atomic_load(&w->server->draining))
+            continue; /* stays pending: reclaimed elsewhere */
+        start_job(w, f->element[1]->str, f->element[1]->len, id);
+    }
+}
+
+static void on_read(void *data, redisReply *reply, const char *err)
+{
+    lg_worker_t *w = data;
+    w->jobs_reading = NULL;
+    /* [[stream, entries]] or nil after the BLOCK timeout */
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0 &&
+        reply->element[0]->type == REDIS_REPLY_ARRAY && reply->element[0]->elements == 2)
+        start_entries(w, reply->element[0]->element[1]);
+    else if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strstr(reply->str, "NOGROUP") != NULL)
+        group_create(w);
+}
+
+static void stream_read(lg_worker_t *w)
+{
+    size_t n = room(w);
+    if (w->jobs_conn == NULL || w->jobs_reading != NULL || n == 0 || !lg_redis_up(w->jobs_conn))
+        return;
+    char count[24];
+    snprintf(count, sizeof(count), "%zu", n);
+    const char *argv[] = {"XREADGROUP", "GROUP", GROUP, w->consumer, "COUNT", count, "BLOCK", "1000", "STREAMS", STREAM, ">"};
+    w->jobs_reading = lg_redis_command(w->jobs_conn, 11, argv, NULL, on_read, w);
+}
+
+static void on_autoclaim(void *data, redisReply *reply, const char *err)
+{
+    /* [next-cursor, entries, deleted-ids] */
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2) {
+        lg_worker_t *w = data;
+        if (reply->element[1]->type == REDIS_REPLY_ARRAY && reply->element[1]->elements > 0)
+            lg_log(LG_LOG_WARN, "worker %d: reclaimed %zu async jobs from a consumer that stopped", w->index,
+                   reply->element[1]->elements);
+        start_entries(w, reply->element[1]);
+    }
+}
+
+/* Every LUAGENT_JOB_CLAIM_MS / 3: renew our running entries, take over abandoned ones. */
+static void on_claim_timer(lg_timer_t *t)
+{
+    lg_worker_t *w = (lg_worker_t *)((char *)t - offsetof(lg_worker_t, jobs_claim));
+    lg_redis_t *r = lg_rt_redis(&w->rt);
+    int period = w->server->cfg->job_claim_ms / 3;
+    if (r != NULL && lg_redis_up(r) && !atomic_load(&w->server->draining)) {
+        for (job_t *j = w->jobs; j != NULL; j = j->next)
+            if (j->entry[0] != '\0') {
+                const char *argv[] = {"XCLAIM", STREAM, GROUP, w->consumer, "0", j->entry, "JUSTID"};
+                lg_redis_command(r, 7, argv, NULL, NULL, NULL);
+            }
+        size_t n = room(w);
+        if (n > 0) {
+            char idle[24], count[24];
+            snprintf(idle, sizeof(idle), "%d", w->server->cfg->job_claim_ms);
+            snprintf(count, sizeof(count), "%zu", n);
+            const char *argv[] = {"XAUTOCLAIM", STREAM, GROUP, w->consumer, idle, "0-0", "COUNT", count};
+            lg_redis_command(r, 8, argv, NULL, on_autoclaim, w);
+        }
+    }
+    lg_timers_add(&w->rt.timers, &w->jobs_claim, lg_now_mono_ms() + (uint64_t)(period > 0 ? period : 1));
+}
+
+static void stream_start(lg_worker_t *w)
+{
+    const lg_config_t *cfg = w->server->cfg;
+    char host[64] = "host";
+    gethostname(host, sizeof(host) - 1);
+    snprintf(w->consumer, sizeof(w->consumer), "%s-%d-%d", host, (int)getpid(), w->index);
+    w->jobs_conn = lg_redis_new(w->rt.loop, &w->rt.timers, cfg->redis_url, "redis jobs");
+    lg_redis_on_connect(w->jobs_conn, group_create, w);
+    lg_timer_init(&w->jobs_claim, on_claim_timer);
+    lg_timers_add(&w->rt.timers, &w->jobs_claim, lg_now_mono_ms() + (uint64_t)cfg->job_claim_ms / 3 + 1);
+}
+
+static void on_xadd(void *data, redisReply *reply, const char *err)
+{
+    qjob_t *j = data; /* kept until Redis has it: on failure it runs here instead of being lost */
+    if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
+        lg_log(LG_LOG_WARN, "redis refused an async job (%s): it runs on this replica",
+               reply != NULL ? reply->str : err ? err : "connection lost");
+        queue_push(j->json, j->len);
+    }
+    free(j);
+}
+
+/* ---- the runner's entry points ---- */
+
 void lg_jobs_poll(lg_worker_t *w)
 {
-    if (atomic_load(&Q.n) == 0 || atomic_load(&w->server->draining))
+    if (atomic_load(&w->server->draining))
+        return;
+    if (w->server->cfg->redis_url != NULL) {
+        if (w->jobs_conn == NULL)
+            stream_start(w);
+        stream_read(w);
+    }
+    if (atomic_load(&Q.n) == 0)
         return;
     qjob_t *j;
-    while (w->jobs_running < (size_t)w->server->cfg->job_concurrency && (j = queue_pop()) != NULL) {
-        start_job(w, j->json, j->len);
+    while (room(w) > 0 && (j = queue_pop()) != NULL) {
+        start_job(w, j->json, j->len, NULL);
         free(j);
     }
 }
 
 void lg_jobs_submit(lg_worker_t *w, const char *json, size_t len)
 {
+    lg_redis_t *r = lg_rt_redis(&w->rt);
+    if (r != NULL) {
+        qjob_t *j = malloc(sizeof(*j) + len + 1);
+        j->len = len;
+        memcpy(j->json, json, len);
+        j->json[len] = '\0';
+        const char *argv[] = {"XADD", STREAM, "*", "job", j->json};
+        size_t lens[] = {4, sizeof(STREAM) - 1, 1, 3, len};
+        if (lg_redis_command(r, 5, argv, lens, on_xadd, j) != NULL)
+            return;
+        free(j);
+        lg_log(LG_LOG_WARN, "redis is unavailable: an async job runs on this replica");
+    }
     queue_push(json, len);
-    if (w->jobs_running >= (size_t)w->server->cfg->job_concurrency) /* someone else has room */
+    if (room(w) == 0) /* someone else has room */
         for (int i = 0; i < w->server->nworkers; i++)
             if (&w->server->workers[i] != w)
                 lg_worker_wake(&w->server->workers[i]);
@@ -338,30 +553,12 @@ void lg_jobs_abandon(lg_worker_t *w)
     qjob_t *q;
     while ((q = queue_pop()) != NULL) {
         lg_exec_t *e = lg_exec_new(&w->rt, &job_ops, NULL);
-        lua_State *co = e->co;
-        size_t n = 0;
-        const char *id = NULL, *agent = NULL, *rid = NULL;
-        if (lg_json_decode(co, q->json, q->len, LG_JSON_DEFAULT_MAX_DEPTH, NULL) == LG_JSON_OK && lua_istable(co, 1)) {
-            id = str_field(co, 1, "id", &n);
-            agent = str_field(co, 1, "agent", &n);
-            rid = str_field(co, 1, "request_id", &n);
-        }
-        if (id != NULL && strlen(id) == LG_UUID_LEN && agent != NULL) {
-            e->async = 1;
-            memcpy(e->id, id, LG_UUID_LEN + 1);
-            snprintf(e->agent, sizeof(e->agent), "%s", agent);
-            snprintf(e->request_id, sizeof(e->request_id), "%s", rid ? rid : "");
-            lua_getfield(co, 1, "created_ms");
-            e->created_ms = (uint64_t)lua_tonumber(co, -1);
-            lua_getfield(co, 1, "task");
-            lua_getfield(co, 1, "context");
-            if (lg_json_is_null(co, -1))
-                lua_pushnil(co), lua_replace(co, -2);
-            lua_remove(co, 1);
-            lua_remove(co, 1);
+        char name[LG_AGENT_NAME_MAX + 1], *url = NULL;
+        size_t namelen;
+        if (job_decode(e, q->json, q->len, name, &namelen, &url) == 0)
             job_refused(e, "unavailable", "the server shut down before the job ran", NULL);
-        }
-        lua_settop(co, 0);
+        free(url);
+        lua_settop(e->co, 0);
         lg_exec_discard(e);
         free(q);
     }

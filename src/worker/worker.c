@@ -113,6 +113,7 @@ int lg_worker_start(lg_worker_t *w)
         return -1;
     w->rt.owner = w;
     lg_timer_init(&w->client_watch, NULL);
+    lg_timer_init(&w->jobs_claim, NULL);
     w->listener = h2o_evloop_socket_create(loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->listener->data = w;
     h2o_socket_read_start(w->listener, on_accept);

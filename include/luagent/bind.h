@@ -11,7 +11,7 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, ai. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, db, ai. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
@@ -26,6 +26,8 @@ void lg_bind_open_http(lua_State *L);
 void lg_bind_push_upstream_request(lua_State *L);
 /** Push `luagent.ai` (chat, run), given the index of the `luagent` table being built. */
 void lg_bind_open_ai(lua_State *L, int luagent);
+/** Push `luagent.db` (query, tx): PostgreSQL through the runtime's pool (src/bind/db.c). */
+void lg_bind_open_db(lua_State *L);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
 

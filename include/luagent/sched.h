@@ -99,6 +99,7 @@ struct lg_rt {
     void *owner;                /* the worker, when serving */
     struct lg_curlm *curl;      /* libcurl multi driven by this loop */
     struct lg_upstream *upstream; /* h2o's HTTP/1.1 client and its pools (provider calls) */
+    struct lg_pg *pg;           /* PostgreSQL pool (luagent.db), made on first use */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
 };
@@ -112,6 +113,9 @@ void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms);
 /** The runtime's libcurl multi / h2o client, created on first use (they cost memory and start-up). */
 struct lg_curlm *lg_rt_curl(lg_rt_t *rt);
 struct lg_upstream *lg_rt_upstream(lg_rt_t *rt);
+/** The runtime's PostgreSQL pool (DATABASE_URL, LUAGENT_DB_POOL_SIZE connections), created on first
+ *  use; NULL when DATABASE_URL is unset or libpq cannot be loaded. */
+struct lg_pg *lg_rt_pg(lg_rt_t *rt);
 /** Cancel every execution of this runtime (drain timeout, shutdown). */
 void lg_rt_cancel_all(lg_rt_t *rt);
 /** Resume every ready execution (part of lg_rt_run_once). */

@@ -142,6 +142,8 @@ void lg_bind_open(lua_State *L)
     lua_setfield(L, -2, "crypto");
     lg_bind_open_http(L);
     lua_setfield(L, -2, "http");
+    lg_bind_open_db(L);
+    lua_setfield(L, -2, "db");
     lg_bind_open_ai(L, lua_gettop(L));
     lua_setfield(L, -2, "ai");
 }

@@ -8,6 +8,7 @@
 #include "luagent/agents.h"
 #include "luagent/bind.h"
 #include "luagent/curlm.h"
+#include "luagent/pg.h"
 #include "luagent/upstream.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
@@ -180,6 +181,8 @@ void lg_rt_dispose(lg_rt_t *rt)
     rt->curl = NULL;
     lg_upstream_free(rt->upstream);
     rt->upstream = NULL;
+    lg_pg_free(rt->pg);
+    rt->pg = NULL;
     lg_timers_free(&rt->timers);
     lg_vm_close(&rt->vm);
     while (rt->free_execs != NULL) {
@@ -438,6 +441,13 @@ struct lg_upstream *lg_rt_upstream(lg_rt_t *rt)
     if (rt->upstream == NULL)
         rt->upstream = lg_upstream_new(rt->loop);
     return rt->upstream;
+}
+
+struct lg_pg *lg_rt_pg(lg_rt_t *rt)
+{
+    if (rt->pg == NULL && rt->cfg->database_url != NULL)
+        rt->pg = lg_pg_new(rt->loop, &rt->timers, rt->cfg->database_url, rt->cfg->db_pool_size);
+    return rt->pg;
 }
 
 void lg_exec_run(lg_exec_t *e)

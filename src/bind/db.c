@@ -41,7 +41,7 @@ enum {
     OID_FLOAT4 = 700, OID_FLOAT8 = 701, OID_NUMERIC = 1700, OID_JSONB = 3802,
 };
 
-#define MAX_SAFE_INT 9007199254740992.0 /* 2^53 */
+#define MAX_SAFE_INT 9007199254740992LL /* 2^53 */
 
 typedef struct db_tx {
     lg_resource_t res; /* first member: the execution owns the transaction through it */
@@ -98,9 +98,9 @@ static lg_pg_t *pool_or_error(lua_State *L, lg_exec_t *e)
 static void push_int8(lua_State *L, const char *s)
 {
     char *end;
-    double d = strtod(s, &end);
-    if (*end == '\0' && fabs(d) <= MAX_SAFE_INT)
-        lua_pushnumber(L, d);
+    long long v = strtoll(s, &end, 10);
+    if (*end == '\0' && v >= -MAX_SAFE_INT && v <= MAX_SAFE_INT)
+        lua_pushnumber(L, (lua_Number)v);
     else
         lua_pushstring(L, s);
 }

@@ -276,23 +276,25 @@ static void conn_send(lg_pg_conn_t *c, lg_pg_req_t *r)
 static int can_grow(const lg_pg_t *p) { return p->nconns < p->size && lg_now_mono_ms() >= p->no_grow_until; }
 
 /* A connection for r, or NULL (then r waits). Queries prefer an idle connection; when none is idle
- * the pool grows first, and only a pool at its size pipelines onto busy connections. */
+ * the pool grows first (and waits for connections being made), and only a pool at its size, all of
+ * it up, pipelines onto busy connections. */
 static lg_pg_conn_t *pick(lg_pg_t *p, const lg_pg_req_t *r)
 {
     lg_pg_conn_t *best = NULL;
+    int connecting = 0;
     for (lg_pg_conn_t *c = p->conns; c != NULL; c = c->next) {
-        if (c->state != C_READY || c->dead || c->borrowed)
+        if (c->dead || c->borrowed)
             continue;
+        if (c->state != C_READY) {
+            connecting = 1;
+            continue;
+        }
         if (best == NULL || c->inflight < best->inflight)
             best = c;
         if (c->inflight == 0)
-            break;
+            return c;
     }
-    if (best == NULL)
-        return NULL;
-    if (best->inflight == 0)
-        return best;
-    if (r->kind == R_ACQUIRE || can_grow(p) || best->inflight >= PIPE_CAP)
+    if (best == NULL || r->kind == R_ACQUIRE || connecting || can_grow(p) || best->inflight >= PIPE_CAP)
         return NULL;
     return best;
 }

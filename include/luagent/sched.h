@@ -100,6 +100,7 @@ struct lg_rt {
     struct lg_curlm *curl;      /* libcurl multi driven by this loop */
     struct lg_upstream *upstream; /* h2o's HTTP/1.1 client and its pools (provider calls) */
     struct lg_pg *pg;           /* PostgreSQL pool (luagent.db), made on first use */
+    lg_exec_t *running;         /* the execution being resumed, NULL between slices */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
 };

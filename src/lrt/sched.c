@@ -382,7 +382,9 @@ static void resume(lg_exec_t *e)
     e->yielding = 0;
     e->state = LG_EXEC_RUNNING;
     vm->current = &e->budget;
+    e->rt->running = e;
     int rc = lua_resume(e->co, nres);
+    e->rt->running = NULL;
     vm->current = NULL;
     if (e->cancel_requested) {
         finish(e, LG_END_CANCELLED);
@@ -460,11 +462,12 @@ void lg_exec_run(lg_exec_t *e)
 
 lg_exec_t *lg_sched_current(lua_State *L)
 {
-    lg_budget_t *b = lg_vm_of(L)->current;
     lg_vm_t *vm = lg_vm_of(L);
-    if (b == NULL || vm->rt == NULL)
+    lg_rt_t *rt = vm->rt;
+    /* vm->current is also set while an agent file's top level runs (a budget that is no execution's) */
+    if (rt == NULL || rt->running == NULL || vm->current != &rt->running->budget)
         return NULL;
-    return container_of(b, lg_exec_t, budget);
+    return rt->running;
 }
 
 lg_exec_t *lg_sched_check(lua_State *L, const char *what)

@@ -11,8 +11,8 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, ai, redis. It also
- *  leaves the result-cache wrapper factory in the registry under LG_CACHE_WRAP_KEY. */
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, db, ai, redis. It
+ *  also leaves the result-cache wrapper factory in the registry under LG_CACHE_WRAP_KEY. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
 int lg_bind_print(lua_State *L);
@@ -37,6 +37,8 @@ void lg_bind_push_cache_wrap(lua_State *L);
 #define LG_CACHE_WRAP_KEY "luagent.cache_wrap"
 /** Size the in-memory store behind the cache (once, before any worker runs). */
 void lg_cache_init(void);
+/** Push `luagent.db` (query, tx): PostgreSQL through the runtime's pool (src/bind/db.c). */
+void lg_bind_open_db(lua_State *L);
 /** Push `luagent.crypto` (sha256, hmac). */
 void lg_bind_open_crypto(lua_State *L);
 /** Push `luagent.redis` (call). */

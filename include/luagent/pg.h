@@ -28,6 +28,79 @@
 
 #include <libpq-fe.h>
 
+/* libpq is loaded on first use (lg_pg_load); the PQ* names used in luagent resolve to the loaded
+ * functions through these macros. Only the functions listed here may be used. */
+typedef struct lg_pq_api {
+    PGconn *(*connectStartParams)(const char *const *, const char *const *, int);
+    PostgresPollingStatusType (*connectPoll)(PGconn *);
+    void (*finish)(PGconn *);
+    ConnStatusType (*status)(const PGconn *);
+    PGTransactionStatusType (*transactionStatus)(const PGconn *);
+    int (*socket)(const PGconn *);
+    char *(*errorMessage)(const PGconn *);
+    int (*setnonblocking)(PGconn *, int);
+    int (*enterPipelineMode)(PGconn *);
+    int (*pipelineSync)(PGconn *);
+    int (*sendQueryParams)(PGconn *, const char *, int, const Oid *, const char *const *, const int *, const int *,
+                           int);
+    int (*flush)(PGconn *);
+    int (*consumeInput)(PGconn *);
+    int (*isBusy)(PGconn *);
+    PGresult *(*getResult)(PGconn *);
+    PQnoticeProcessor (*setNoticeProcessor)(PGconn *, PQnoticeProcessor, void *);
+    PQconninfoOption *(*conninfoParse)(const char *, char **);
+    void (*conninfoFree)(PQconninfoOption *);
+    ExecStatusType (*resultStatus)(const PGresult *);
+    char *(*resultErrorField)(const PGresult *, int);
+    void (*clear)(PGresult *);
+    int (*ntuples)(const PGresult *);
+    int (*nfields)(const PGresult *);
+    char *(*fname)(const PGresult *, int);
+    Oid (*ftype)(const PGresult *, int);
+    char *(*getvalue)(const PGresult *, int, int);
+    int (*getlength)(const PGresult *, int, int);
+    int (*getisnull)(const PGresult *, int, int);
+    char *(*cmdStatus)(PGresult *);
+    char *(*cmdTuples)(PGresult *);
+    unsigned char *(*unescapeBytea)(const unsigned char *, size_t *);
+    void (*freemem)(void *);
+} lg_pq_api_t;
+
+extern lg_pq_api_t lg_pq;
+
+#define PQconnectStartParams lg_pq.connectStartParams
+#define PQconnectPoll lg_pq.connectPoll
+#define PQfinish lg_pq.finish
+#define PQstatus lg_pq.status
+#define PQtransactionStatus lg_pq.transactionStatus
+#define PQsocket lg_pq.socket
+#define PQerrorMessage lg_pq.errorMessage
+#define PQsetnonblocking lg_pq.setnonblocking
+#define PQenterPipelineMode lg_pq.enterPipelineMode
+#define PQpipelineSync lg_pq.pipelineSync
+#define PQsendQueryParams lg_pq.sendQueryParams
+#define PQflush lg_pq.flush
+#define PQconsumeInput lg_pq.consumeInput
+#define PQisBusy lg_pq.isBusy
+#define PQgetResult lg_pq.getResult
+#define PQsetNoticeProcessor lg_pq.setNoticeProcessor
+#define PQconninfoParse lg_pq.conninfoParse
+#define PQconninfoFree lg_pq.conninfoFree
+#define PQresultStatus lg_pq.resultStatus
+#define PQresultErrorField lg_pq.resultErrorField
+#define PQclear lg_pq.clear
+#define PQntuples lg_pq.ntuples
+#define PQnfields lg_pq.nfields
+#define PQfname lg_pq.fname
+#define PQftype lg_pq.ftype
+#define PQgetvalue lg_pq.getvalue
+#define PQgetlength lg_pq.getlength
+#define PQgetisnull lg_pq.getisnull
+#define PQcmdStatus lg_pq.cmdStatus
+#define PQcmdTuples lg_pq.cmdTuples
+#define PQunescapeBytea lg_pq.unescapeBytea
+#define PQfreemem lg_pq.freemem
+
 #include "luagent/timers.h"
 
 #define H2O_USE_LIBUV 0

@@ -110,6 +110,8 @@ struct lg_rt {
     struct lg_curlm *curl;      /* libcurl multi driven by this loop */
     struct lg_upstream *upstream; /* h2o's HTTP/1.1 client and its pools (provider calls) */
     struct lg_redis *redis;     /* REDIS_URL's connection (luagent.redis), made on first use */
+    struct lg_pg *pg;           /* PostgreSQL pool (luagent.db), made on first use */
+    lg_exec_t *running;         /* the execution being resumed, NULL between slices */
     lg_exec_t *free_execs;      /* recycled execution structs */
     size_t nfree_execs;
     int record;                 /* executions are recorded (history or DATABASE_URL) */
@@ -128,6 +130,9 @@ struct lg_upstream *lg_rt_upstream(lg_rt_t *rt);
 /** The runtime's Redis connection (REDIS_URL), created on first use; NULL when REDIS_URL is unset.
  *  Freed by lg_rt_dispose after every execution has ended. */
 struct lg_redis *lg_rt_redis(lg_rt_t *rt);
+/** The runtime's PostgreSQL pool (DATABASE_URL, LUAGENT_DB_POOL_SIZE connections), created on first
+ *  use; NULL when DATABASE_URL is unset or libpq cannot be loaded. */
+struct lg_pg *lg_rt_pg(lg_rt_t *rt);
 /** Cancel every execution of this runtime (drain timeout, shutdown). */
 void lg_rt_cancel_all(lg_rt_t *rt);
 /** Resume every ready execution (part of lg_rt_run_once). */

@@ -172,6 +172,8 @@ void lg_bind_open(lua_State *L)
     lua_setfield(L, -2, "http");
     lg_bind_open_cache(L);
     lua_setfield(L, -2, "cache");
+    lg_bind_open_db(L);
+    lua_setfield(L, -2, "db");
     lg_bind_open_ai(L, lua_gettop(L));
     lua_setfield(L, -2, "ai");
     lg_bind_open_redis(L);

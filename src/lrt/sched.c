@@ -9,6 +9,7 @@
 #include "luagent/bind.h"
 #include "luagent/curlm.h"
 #include "luagent/redis.h"
+#include "luagent/pg.h"
 #include "luagent/upstream.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
@@ -190,6 +191,8 @@ void lg_rt_dispose(lg_rt_t *rt)
     rt->upstream = NULL;
     lg_redis_free(rt->redis);
     rt->redis = NULL;
+    lg_pg_free(rt->pg);
+    rt->pg = NULL;
     lg_timers_free(&rt->timers);
     lg_vm_close(&rt->vm);
     while (rt->free_execs != NULL) {
@@ -405,7 +408,9 @@ static void resume(lg_exec_t *e)
     e->yielding = 0;
     e->state = LG_EXEC_RUNNING;
     vm->current = &e->budget;
+    e->rt->running = e;
     int rc = lua_resume(e->co, nres);
+    e->rt->running = NULL;
     vm->current = NULL;
     if (e->cancel_requested) {
         finish(e, LG_END_CANCELLED);
@@ -473,6 +478,13 @@ struct lg_redis *lg_rt_redis(lg_rt_t *rt)
     return rt->redis;
 }
 
+struct lg_pg *lg_rt_pg(lg_rt_t *rt)
+{
+    if (rt->pg == NULL && rt->cfg->database_url != NULL)
+        rt->pg = lg_pg_new(rt->loop, &rt->timers, rt->cfg->database_url, rt->cfg->db_pool_size);
+    return rt->pg;
+}
+
 void lg_exec_run(lg_exec_t *e)
 {
     if (e->state != LG_EXEC_READY)
@@ -483,11 +495,12 @@ void lg_exec_run(lg_exec_t *e)
 
 lg_exec_t *lg_sched_current(lua_State *L)
 {
-    lg_budget_t *b = lg_vm_of(L)->current;
     lg_vm_t *vm = lg_vm_of(L);
-    if (b == NULL || vm->rt == NULL)
+    lg_rt_t *rt = vm->rt;
+    /* vm->current is also set while an agent file's top level runs (a budget that is no execution's) */
+    if (rt == NULL || rt->running == NULL || vm->current != &rt->running->budget)
         return NULL;
-    return container_of(b, lg_exec_t, budget);
+    return rt->running;
 }
 
 lg_exec_t *lg_sched_check(lua_State *L, const char *what)

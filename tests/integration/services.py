@@ -79,6 +79,13 @@ class Postgres:
             argv = ["runuser", "-u", self.run_as, "--"] + argv
         return argv
 
+    def _drop_privileges(self):
+        if self.run_as:
+            pw = pwd.getpwnam(self.run_as)
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+
     def _as(self, argv, check=False, quiet=False):
         out = subprocess.run(self._cmd(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if check and out.returncode != 0:
@@ -95,11 +102,13 @@ class Postgres:
     def start(self):
         """Start (or restart after stop()) on the same port and data directory."""
         logf = open(self.root / "postgres.log", "ab")
+        # started without runuser: self.proc must be the postmaster itself, so that stop() signals it
+        # (a signal to runuser ends runuser and leaves postgres running)
         self.proc = subprocess.Popen(
-            self._cmd(["postgres", "-D", str(self.data), "-p", str(self.port), "-k", str(self.sock),
-                       "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
-                       "-c", "full_page_writes=off", "-c", "max_connections=200"]),
-            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+            [os.path.join(self.bindir, "postgres"), "-D", str(self.data), "-p", str(self.port), "-k", str(self.sock),
+             "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, preexec_fn=self._drop_privileges)
         logf.close()
         _wait_port(self.port, 20, self.proc, "postgres", self.log)
         # accepting TCP is not yet accepting queries

@@ -11,6 +11,7 @@
 #include "luagent/json.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
+#include "luagent/store.h"
 #include "luagent/sched.h"
 #include "luagent/server.h"
 
@@ -21,6 +22,7 @@ static void usage(FILE *out)
                  "  run AGENT --task JSON [--context JSON] execute an agent once and print its result\n"
                  "  check [DIR]                            load and validate every agent (exit 1 on errors)\n"
                  "  config                                 print the effective settings (secrets redacted)\n"
+                 "  migrate                                apply the database migrations (DATABASE_URL)\n"
                  "  version                                print the version\n\n"
                  "Settings come from the environment and ./.env (see .env.example).\n");
 }
@@ -159,6 +161,22 @@ static int cmd_check(const lg_config_t *cfg, const char *dir)
     return errors ? 1 : 0;
 }
 
+static int cmd_migrate(const lg_config_t *cfg)
+{
+    if (cfg->database_url == NULL) {
+        fprintf(stderr, "luagent migrate: DATABASE_URL is not set\n");
+        return 2;
+    }
+    char err[512];
+    int applied;
+    if (lg_migrate(cfg->database_url, &applied, err, sizeof(err)) != 0) {
+        fprintf(stderr, "luagent migrate: %s\n", err);
+        return 1;
+    }
+    printf("applied %d migration%s; schema version %d\n", applied, applied == 1 ? "" : "s", lg_migrate_count());
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
@@ -184,6 +202,8 @@ int main(int argc, char **argv)
         rc = cmd_run(&cfg, argc - 2, argv + 2);
     else if (strcmp(cmd, "check") == 0)
         rc = cmd_check(&cfg, argc > 2 ? argv[2] : cfg.agents_dir);
+    else if (strcmp(cmd, "migrate") == 0)
+        rc = cmd_migrate(&cfg);
     else if (strcmp(cmd, "config") == 0)
         lg_config_print(&cfg, stdout), rc = 0;
     else {

@@ -64,6 +64,11 @@ typedef struct lg_pq_api {
     char *(*cmdTuples)(PGresult *);
     unsigned char *(*unescapeBytea)(const unsigned char *, size_t *);
     void (*freemem)(void *);
+    /* blocking: only for the main thread before the workers run (migrations, CLI) */
+    PGconn *(*connectdbParams)(const char *const *, const char *const *, int);
+    PGresult *(*exec)(PGconn *, const char *);
+    PGresult *(*execParams)(PGconn *, const char *, int, const Oid *, const char *const *, const int *, const int *,
+                            int);
 } lg_pq_api_t;
 
 extern lg_pq_api_t lg_pq;
@@ -100,6 +105,9 @@ extern lg_pq_api_t lg_pq;
 #define PQcmdTuples lg_pq.cmdTuples
 #define PQunescapeBytea lg_pq.unescapeBytea
 #define PQfreemem lg_pq.freemem
+#define PQconnectdbParams lg_pq.connectdbParams
+#define PQexec lg_pq.exec
+#define PQexecParams lg_pq.execParams
 
 #include "luagent/timers.h"
 

@@ -84,4 +84,13 @@ typedef struct lg_history_query {
 /** Append {"items":[...],"next_cursor":...} (newest first, items without events). */
 void lg_history_list(const lg_history_query_t *q, lg_buf_t *out);
 
+/* ---- schema migrations (src/store/migrate.c) ---- */
+
+/** Apply the embedded migrations/NNNN_*.sql not applied yet, in order, each in a transaction, under
+ *  an advisory lock (concurrent starts are safe). Blocking: main thread only, before the workers
+ *  run. 0 (*applied = how many ran), or -1 with err (never the connection string). */
+int lg_migrate(const char *url, int *applied, char *err, size_t errlen);
+/** Migrations embedded in this binary (the latest schema version). */
+int lg_migrate_count(void);
+
 #endif

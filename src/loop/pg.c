@@ -119,7 +119,7 @@ static void load_pq(void)
         SYM(setNoticeProcessor), SYM(conninfoParse), SYM(conninfoFree), SYM(resultStatus),
         SYM(resultErrorField), SYM(clear), SYM(ntuples), SYM(nfields), SYM(fname), SYM(ftype),
         SYM(getvalue), SYM(getlength), SYM(getisnull), SYM(cmdStatus), SYM(cmdTuples), SYM(unescapeBytea),
-        SYM(freemem),
+        SYM(freemem), SYM(connectdbParams), SYM(exec), SYM(execParams),
 #undef SYM
     };
     for (size_t i = 0; i < sizeof(syms) / sizeof(syms[0]); i++)

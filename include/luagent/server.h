@@ -9,6 +9,7 @@
 #ifndef LUAGENT_SERVER_H
 #define LUAGENT_SERVER_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -27,6 +28,9 @@ typedef struct lg_server {
     int nworkers;
     uint64_t started_ms;
     _Atomic int draining;
+    _Atomic int db_schema_ok;  /* DATABASE_URL: the migrations are applied */
+    pthread_t migrator;        /* retries the migrations when the database was away at start */
+    int migrator_started;
 } lg_server_t;
 
 int lg_server_run(const lg_config_t *cfg);

@@ -84,6 +84,33 @@ typedef struct lg_history_query {
 /** Append {"items":[...],"next_cursor":...} (newest first, items without events). */
 void lg_history_list(const lg_history_query_t *q, lg_buf_t *out);
 
+/* ---- the Postgres recorder: one per worker runtime (src/store/recorder.c) ----
+ * Records are written in batches (one statement each, one batch in flight), as upserts keyed by
+ * execution id that only move a status forward, with their events. While Postgres is away they wait
+ * in memory (LUAGENT_RECORD_QUEUE), then in this worker's append-only spill file under
+ * LUAGENT_SPILL_DIR; when it is back, spill files (also those an earlier run left) are written. A
+ * batch the database refuses for its content is kept in a rejected-*.json file and logged. */
+
+typedef struct lg_recorder lg_recorder_t;
+typedef struct lg_recorder_stats {
+    size_t queued, written, spilled, rejected;
+    int away;
+} lg_recorder_stats_t;
+
+lg_recorder_t *lg_recorder_new(struct lg_rt *rt, const char *spill_dir, int worker_index);
+/** Take a record to write. */
+void lg_recorder_push(lg_recorder_t *rc, lg_rec_t *r);
+/** Records not written yet (waiting in memory or in flight). */
+size_t lg_recorder_pending(const lg_recorder_t *rc);
+/** 1 when the last attempt found the database away. */
+int lg_recorder_away(const lg_recorder_t *rc);
+void lg_recorder_stats(const lg_recorder_t *rc, lg_recorder_stats_t *s);
+/** Stop: what is not written yet goes to the spill file. Before the runtime's pool is freed. */
+void lg_recorder_free(lg_recorder_t *rc);
+/** Make the spill directory and lock it for this process (main thread, at start): 0, or -1 with err
+ *  (another luagent process uses it). */
+int lg_spill_dir_lock(const char *dir, char *err, size_t errlen);
+
 /* ---- schema migrations (src/store/migrate.c) ---- */
 
 /** Apply the embedded migrations/NNNN_*.sql not applied yet, in order, each in a transaction, under

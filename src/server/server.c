@@ -53,6 +53,46 @@ static void on_scripts_changed(int ifd, const lg_config_t *cfg)
     lg_registry_scan(LG_SCRIPT_PROVIDER);
 }
 
+/* Migrations run before the workers start; when the database cannot be reached then, the server
+ * starts anyway (records wait, the API serves) and this thread retries until they are applied. */
+static void *migrate_later(void *arg)
+{
+    const lg_config_t *cfg = arg;
+    char err[512];
+    int applied, logged = 0;
+    while (!atomic_load(&S.draining)) {
+        if (lg_migrate(cfg->database_url, &applied, err, sizeof(err)) == 0) {
+            atomic_store(&S.db_schema_ok, 1);
+            lg_log(LG_LOG_INFO, "database migrations applied (%d new)", applied);
+            return NULL;
+        }
+        if (!logged++)
+            lg_log(LG_LOG_WARN, "database migrations will be retried: %s", err);
+        for (int i = 0; i < 20 && !atomic_load(&S.draining); i++)
+            usleep(100000);
+    }
+    return NULL;
+}
+
+static int start_database(const lg_config_t *cfg)
+{
+    char err[512];
+    if (lg_spill_dir_lock(cfg->spill_dir, err, sizeof(err)) != 0) {
+        fprintf(stderr, "luagent: %s\n", err);
+        return -1;
+    }
+    int applied;
+    if (lg_migrate(cfg->database_url, &applied, err, sizeof(err)) == 0) {
+        atomic_store(&S.db_schema_ok, 1);
+        if (applied > 0)
+            lg_log(LG_LOG_INFO, "database migrations applied (%d new)", applied);
+        return 0;
+    }
+    lg_log(LG_LOG_WARN, "database migrations not applied yet: %s", err);
+    S.migrator_started = pthread_create(&S.migrator, NULL, migrate_later, (void *)cfg) == 0;
+    return 0;
+}
+
 static int wait_for_signal(const lg_config_t *cfg, int ifd)
 {
     sigset_t set;
@@ -115,6 +155,8 @@ int lg_server_run(const lg_config_t *cfg)
         lg_log(LG_LOG_WARN, "LUAGENT_PROVIDERS_DIR '%s' is not a directory: luagent.ai has no providers", cfg->providers_dir);
     lg_registry_scan(LG_SCRIPT_PROVIDER);
 
+    if (cfg->database_url != NULL && start_database(cfg) != 0)
+        return 2;
     lg_history_init((size_t)cfg->history_size);
     lg_cache_init();
 
@@ -162,9 +204,13 @@ int lg_server_run(const lg_config_t *cfg)
         lg_worker_wake(&S.workers[i]);
     for (int i = 0; i < S.nworkers; i++)
         pthread_join(S.workers[i].thread, NULL);
+    if (S.migrator_started)
+        pthread_join(S.migrator, NULL);
     for (int i = 0; i < S.nworkers; i++) {
         lg_worker_t *w = &S.workers[i];
         lg_jobs_dispose(w);
+        lg_recorder_free(w->rt.recorder); /* what is not written yet goes to the spill file */
+        w->rt.recorder = NULL;
         lg_rt_dispose(&w->rt);
         lg_buf_free(&w->scratch);
     }

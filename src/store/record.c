@@ -184,5 +184,8 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
 void lg_record_commit(lg_rt_t *rt, lg_rec_t *r)
 {
     lg_history_put(r);
-    free(r);
+    if (rt->recorder != NULL)
+        lg_recorder_push(rt->recorder, r);
+    else
+        free(r);
 }

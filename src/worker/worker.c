@@ -14,6 +14,7 @@
 #include "luagent/agents.h"
 #include "luagent/jobs.h"
 #include "luagent/log.h"
+#include "luagent/store.h"
 
 int lg_worker_listen(const char *host, int port, char *err, size_t errlen)
 {
@@ -77,7 +78,9 @@ static void drain(lg_worker_t *w)
     h2o_context_request_shutdown(&w->ctx);
     lg_jobs_abandon(w); /* queued async jobs are recorded failed, not lost */
     uint64_t deadline = lg_now_mono_ms() + (uint64_t)cfg->drain_timeout_ms;
-    while ((w->rt.inflight > 0 || w->callbacks != NULL) && lg_now_mono_ms() < deadline)
+    while ((w->rt.inflight > 0 || w->callbacks != NULL ||
+            (lg_recorder_pending(w->rt.recorder) > 0 && !lg_recorder_away(w->rt.recorder))) &&
+           lg_now_mono_ms() < deadline)
         lg_rt_run_once(&w->rt, 50);
     if (w->rt.inflight > 0) {
         lg_log(LG_LOG_WARN, "worker %d: drain timeout, cancelling %zu executions", w->index, w->rt.inflight);
@@ -112,6 +115,8 @@ int lg_worker_start(lg_worker_t *w)
     if (lg_rt_init(&w->rt, cfg, loop) != 0)
         return -1;
     w->rt.owner = w;
+    if (cfg->database_url != NULL)
+        w->rt.recorder = lg_recorder_new(&w->rt, cfg->spill_dir, w->index);
     lg_timer_init(&w->client_watch, NULL);
     lg_timer_init(&w->jobs_claim, NULL);
     w->listener = h2o_evloop_socket_create(loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);

@@ -13,6 +13,7 @@
 #include "luagent/agents.h"
 #include "luagent/jobs.h"
 #include "luagent/kv.h"
+#include "luagent/pg.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
@@ -644,6 +645,150 @@ static int uuid_like(const char *s, size_t n)
     return 1;
 }
 
+/* ---- history from Postgres (DATABASE_URL) ----
+ * The query runs on the worker's pool while the request waits; a request that goes away first
+ * cancels it (its pool object's dispose). The in-memory history still answers for what Postgres
+ * does not have yet (records in flight, async jobs queued here) and when Postgres is away. */
+
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define RECORD_JSON                                                                                                   \
+    "json_build_object('execution_id', id, 'agent', agent, 'version', version, 'status', status, 'mode', mode, "     \
+    "'task', task, 'context', context, 'result', result, 'error', error, 'usage', usage, 'duration_ms', duration_ms, " \
+    "'user', \"user\", 'parent_id', parent_id, 'request_id', request_id, 'created_at', " TS("created_at")            \
+    ", 'started_at', " TS("started_at") ", 'finished_at', " TS("finished_at")
+
+static const char LIST_SQL[] = "SELECT " RECORD_JSON ")::text, id FROM executions"
+                               " WHERE ($1::text IS NULL OR agent = $1) AND ($2::text IS NULL OR status = $2)"
+                               " AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::uuid IS NULL OR id < $4)"
+                               " ORDER BY id DESC LIMIT $5";
+static const char GET_SQL[] =
+    "SELECT (" RECORD_JSON ", 'events', COALESCE((SELECT json_agg(json_build_object('seq', seq, 'type', type, 'at', "
+    TS("at") ", 'data', data) ORDER BY seq) FROM execution_events WHERE execution_id = x.id), '[]'::json)))::text,"
+    " status FROM executions x WHERE id = $1";
+
+typedef struct pg_wait {
+    h2o_req_t *req;       /* NULL once the request is gone */
+    lg_pg_req_t *q;
+    uint64_t start_ns;
+    char request_id[72];
+    lg_history_query_t hq; /* list: the query, for the memory fallback */
+    char agent[LG_AGENT_NAME_MAX + 2], cursor[48];
+    char id[LG_UUID_LEN + 1]; /* one: the id */
+} pg_wait_t;
+
+static void pg_wait_dispose(void *p)
+{
+    pg_wait_t *w = p;
+    if (w->q != NULL)
+        lg_pg_cancel(w->q);
+}
+
+static pg_wait_t *pg_wait_new(h2o_req_t *req, const char *request_id)
+{
+    pg_wait_t *w = h2o_mem_alloc_shared(&req->pool, sizeof(*w), pg_wait_dispose);
+    memset(w, 0, sizeof(*w));
+    w->req = req;
+    w->start_ns = lg_now_mono_ns();
+    memcpy(w->request_id, request_id, strlen(request_id) + 1);
+    return w;
+}
+
+static void reply_history(pg_wait_t *w, int status, lg_buf_t *b)
+{
+    lg_reply_json(w->req, status, w->request_id, b->data, b->len);
+    lg_access_log(w->req, status, w->request_id, w->start_ns, NULL, NULL, NULL);
+}
+
+static void on_list(void *data, PGresult *res, const char *err, const char *sqlstate)
+{
+    pg_wait_t *w = data;
+    w->q = NULL;
+    lg_buf_t *b = &lg_worker_of(w->req)->scratch;
+    lg_buf_reset(b);
+    if (err != NULL) { /* Postgres away: what this process remembers */
+        h2o_add_header_by_str(&w->req->pool, &w->req->res.headers, H2O_STRLIT("x-history-source"), 0, NULL,
+                              H2O_STRLIT("memory"));
+        lg_history_list(&w->hq, b);
+        reply_history(w, 200, b);
+        return;
+    }
+    int n = PQntuples(res), limit = w->hq.limit;
+    lg_buf_lit(b, "{\"items\":[");
+    for (int i = 0; i < n && i < limit; i++) {
+        if (i > 0)
+            lg_buf_putc(b, ',');
+        lg_buf_append(b, PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0));
+    }
+    lg_buf_lit(b, "],\"next_cursor\":");
+    if (n > limit) {
+        lg_buf_putc(b, '"');
+        lg_buf_append(b, PQgetvalue(res, limit - 1, 1), (size_t)PQgetlength(res, limit - 1, 1));
+        lg_buf_putc(b, '"');
+    } else {
+        lg_buf_lit(b, "null");
+    }
+    lg_buf_putc(b, '}');
+    reply_history(w, 200, b);
+}
+
+static int list_from_pg(h2o_req_t *req, lg_pg_t *pg, const lg_history_query_t *q, const char *request_id)
+{
+    pg_wait_t *w = pg_wait_new(req, request_id);
+    w->hq = *q;
+    if (q->agent != NULL) {
+        memcpy(w->agent, q->agent, q->agent_len + 1);
+        w->hq.agent = w->agent;
+    }
+    if (q->cursor != NULL) {
+        memcpy(w->cursor, q->cursor, strlen(q->cursor) + 1);
+        w->hq.cursor = w->cursor;
+    }
+    char since[40] = "", limit[16];
+    if (q->since_ms > 0) {
+        lg_buf_t t = {0};
+        lg_buf_iso8601(&t, q->since_ms);
+        snprintf(since, sizeof(since), "%.*s", (int)t.len - 2, t.data + 1);
+        lg_buf_free(&t);
+    }
+    snprintf(limit, sizeof(limit), "%d", q->limit + 1);
+    const char *params[5] = {w->hq.agent, q->status >= 0 ? lg_rec_status_name(q->status) : NULL,
+                             since[0] ? since : NULL, w->hq.cursor, limit};
+    const char *err;
+    if ((w->q = lg_pg_query(pg, LIST_SQL, 5, params, NULL, NULL, on_list, w, &err)) == NULL)
+        on_list(w, NULL, err, NULL);
+    return 0;
+}
+
+static void on_one(void *data, PGresult *res, const char *err, const char *sqlstate)
+{
+    pg_wait_t *w = data;
+    w->q = NULL;
+    lg_buf_t *b = &lg_worker_of(w->req)->scratch;
+    lg_buf_reset(b);
+    int in_memory = lg_history_get(w->id, LG_UUID_LEN, b);
+    if (err == NULL && PQntuples(res) == 1) {
+        /* the database's copy unless memory holds a later state (not written yet) */
+        int st = lg_rec_status_parse(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+        const char *m = in_memory ? strstr(b->data, "\"status\":\"") : NULL;
+        int mst = m != NULL ? lg_rec_status_parse(m + 10, strcspn(m + 10, "\"")) : -1;
+        if (st >= mst) {
+            lg_buf_reset(b);
+            lg_buf_append(b, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
+            in_memory = 1;
+        }
+    }
+    if (in_memory) {
+        reply_history(w, 200, b);
+    } else if (err != NULL) {
+        lg_reply_error(w->req, 503, "unavailable", "the execution history is unavailable: the database is away",
+                       w->request_id);
+        lg_access_log(w->req, 503, w->request_id, w->start_ns, NULL, NULL, NULL);
+    } else {
+        lg_reply_error(w->req, 404, "not_found", "no such execution", w->request_id);
+        lg_access_log(w->req, 404, w->request_id, w->start_ns, NULL, NULL, NULL);
+    }
+}
+
 /* GET /api/v1/executions: 0, or the error status (already answered). */
 static int on_executions(h2o_req_t *req, const char *request_id, lg_buf_t *b)
 {
@@ -679,6 +824,9 @@ static int on_executions(h2o_req_t *req, const char *request_id, lg_buf_t *b)
         lg_reply_error(req, 400, "invalid_request", bad, request_id);
         return 400;
     }
+    lg_pg_t *pg = lg_rt_pg(&lg_worker_of(req)->rt);
+    if (pg != NULL)
+        return list_from_pg(req, pg, &q, request_id) == 0 ? -1 : 500;
     lg_history_list(&q, b);
     reply_buf(req, request_id, b);
     return 0;
@@ -686,7 +834,23 @@ static int on_executions(h2o_req_t *req, const char *request_id, lg_buf_t *b)
 
 static int on_execution(h2o_req_t *req, const lg_route_t *route, const char *request_id, lg_buf_t *b)
 {
-    if (!uuid_like(route->name, route->name_len) || !lg_history_get(route->name, route->name_len, b)) {
+    if (!uuid_like(route->name, route->name_len)) {
+        lg_reply_error(req, 404, "not_found", "no such execution", request_id);
+        return 404;
+    }
+    lg_pg_t *pg = lg_rt_pg(&lg_worker_of(req)->rt);
+    int found = lg_history_get(route->name, route->name_len, b);
+    const char *m = found ? strstr(b->data, "\"status\":\"") : NULL;
+    int finished = m != NULL && lg_rec_status_parse(m + 10, strcspn(m + 10, "\"")) >= LG_REC_SUCCEEDED;
+    if (pg != NULL && !finished) { /* a finished record never changes: memory is enough */
+        pg_wait_t *w = pg_wait_new(req, request_id);
+        memcpy(w->id, route->name, LG_UUID_LEN);
+        const char *params[1] = {w->id}, *err;
+        if ((w->q = lg_pg_query(pg, GET_SQL, 1, params, NULL, NULL, on_one, w, &err)) == NULL)
+            on_one(w, NULL, err, NULL);
+        return -1;
+    }
+    if (!found) {
         lg_reply_error(req, 404, "not_found", "no such execution", request_id);
         return 404;
     }
@@ -750,11 +914,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             }
             break;
         case LG_ROUTE_EXECUTIONS:
-            status = on_executions(req, request_id, b);
-            status = status ? status : 200;
-            break;
         case LG_ROUTE_EXECUTION:
-            status = on_execution(req, &route, request_id, b);
+            status = route.id == LG_ROUTE_EXECUTIONS ? on_executions(req, request_id, b)
+                                                     : on_execution(req, &route, request_id, b);
+            if (status < 0)
+                return 0; /* answered (and logged) when Postgres replies */
             status = status ? status : 200;
             break;
         case LG_ROUTE_AGENT_EXECUTE:

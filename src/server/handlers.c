@@ -14,6 +14,7 @@
 #include "luagent/jobs.h"
 #include "luagent/kv.h"
 #include "luagent/pg.h"
+#include "luagent/redis.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
@@ -545,6 +546,38 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
 
 static void reply_buf(h2o_req_t *req, const char *request_id, lg_buf_t *b) { lg_reply_json(req, 200, request_id, b->data, b->len); }
 
+/* /ready: dependencies as this worker sees them. The server keeps serving while one is away
+ * (records wait, the cache misses), so that is "degraded", not a failure. */
+static void ready_json(lg_worker_t *w, lg_buf_t *b)
+{
+    const lg_config_t *cfg = w->server->cfg;
+    const char *db = NULL, *redis = NULL;
+    if (cfg->database_url != NULL) {
+        const char *why;
+        lg_pg_t *pg = lg_rt_pg(&w->rt);
+        lg_pg_state_t st = pg != NULL ? lg_pg_state(pg, &why) : LG_PG_DOWN;
+        if (!atomic_load(&w->server->db_schema_ok))
+            db = "migrating";
+        else if (st == LG_PG_DOWN || lg_recorder_away(w->rt.recorder))
+            db = "away";
+        else
+            db = "ok";
+    }
+    if (cfg->redis_url != NULL)
+        redis = lg_redis_up(lg_rt_redis(&w->rt)) ? "ok" : "away";
+    int degraded = (db != NULL && strcmp(db, "ok") != 0) || (redis != NULL && strcmp(redis, "ok") != 0);
+    lg_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"agents\":\"ok\"", degraded ? "degraded" : "ready");
+    if (db != NULL) {
+        lg_recorder_stats_t rs = {0};
+        if (w->rt.recorder != NULL)
+            lg_recorder_stats(w->rt.recorder, &rs);
+        lg_buf_printf(b, ",\"database\":\"%s\",\"records_waiting\":%zu", db, rs.queued);
+    }
+    if (redis != NULL)
+        lg_buf_printf(b, ",\"redis\":\"%s\"", redis);
+    lg_buf_lit(b, "}}");
+}
+
 /* ---- execution history ---- */
 
 static int hexval(int c)
@@ -889,7 +922,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                 status = 503;
                 lg_reply_error(req, 503, "unavailable", "the server is shutting down", request_id);
             } else {
-                lg_buf_lit(b, "{\"status\":\"ready\",\"checks\":{\"agents\":\"ok\"}}");
+                ready_json(w, b);
                 reply_buf(req, request_id, b);
             }
             break;

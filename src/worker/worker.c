@@ -117,6 +117,8 @@ int lg_worker_start(lg_worker_t *w)
     w->rt.owner = w;
     if (cfg->database_url != NULL)
         w->rt.recorder = lg_recorder_new(&w->rt, cfg->spill_dir, w->index);
+    if (cfg->redis_url != NULL)
+        lg_rt_redis(&w->rt); /* connect now: /ready and the first cache lookup find it up */
     lg_timer_init(&w->client_watch, NULL);
     lg_timer_init(&w->jobs_claim, NULL);
     w->listener = h2o_evloop_socket_create(loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);

@@ -38,7 +38,8 @@ typedef struct lg_link {
     lg_worker_t *worker;
     uint64_t start_ns;
     char request_id[72];
-    char *idem_key;      /* kv key of the request's Idempotency-Key (the reply is kept under it) */
+    char *idem_key;      /* store key of the request's Idempotency-Key (the reply is kept under it) */
+    int idem_redis;      /* ... in Redis (else in the process's store) */
     char idem_hash[17];  /* of the request body */
 } lg_link_t;
 
@@ -331,8 +332,24 @@ static const char *parse_envelope(h2o_req_t *req, lua_State *co, int seed_route,
 #define IDEM_KEY_MAX (LG_AGENT_NAME_MAX + 300)
 #define IDEM_TTL_MS (24ull * 3600 * 1000)
 
-/* The store key for the request's Idempotency-Key ("i:<agent>:<key>"): its length, 0 when the
- * header is absent, -1 when it is malformed. */
+/* A parsed execute request on its way to running: what the rest of the path needs, copied into the
+ * request's pool when it must wait for Redis (the Idempotency-Key claim). */
+typedef struct start {
+    h2o_req_t *req;       /* the request (its pool owns a copy of this while waiting) */
+    lg_exec_t *e;         /* decoded [task, context] on e->co; not launched yet */
+    lg_redis_req_t *q;    /* the claim in flight */
+    uint64_t start_ns;
+    options_t opts;
+    size_t namelen;
+    int idem_len, idem_redis;
+    char name[LG_AGENT_NAME_MAX + 1];
+    char request_id[72];
+    char idem[IDEM_KEY_MAX];
+    char hash[17];        /* of the request body */
+} start_t;
+
+/* The store key for the request's Idempotency-Key ("luagent:i:<agent>:<key>"): its length, 0 when
+ * the header is absent, -1 when it is malformed. */
 static int idem_key(h2o_req_t *req, const char *agent, size_t alen, char *out)
 {
     ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("idempotency-key"), -1);
@@ -344,7 +361,7 @@ static int idem_key(h2o_req_t *req, const char *agent, size_t alen, char *out)
     for (size_t k = 0; k < v.len; k++)
         if (v.base[k] < 0x21 || v.base[k] > 0x7e)
             return -1;
-    return snprintf(out, IDEM_KEY_MAX, "i:%.*s:%.*s", (int)alen, agent, (int)v.len, v.base);
+    return snprintf(out, IDEM_KEY_MAX, "luagent:i:%.*s:%.*s", (int)alen, agent, (int)v.len, v.base);
 }
 
 static void reply_accepted(h2o_req_t *req, const char *request_id, const char *id, const char *agent, size_t alen,
@@ -364,39 +381,49 @@ static void reply_accepted(h2o_req_t *req, const char *request_id, const char *i
     lg_reply_json(req, 202, request_id, b->data, b->len);
 }
 
-/* Claim the key for this request (e->id gets the execution id it will run under), or answer for
- * the request that claimed it first: its reply when it has finished (Idempotent-Replayed: true),
- * 202 with its id when it is async, 409 while it runs or when the body differs. Returns 0 when
- * claimed, else the status answered. Stored value: "<id>\n<body hash>[\n<status>\n<reply>]". */
-static int idem_claim(h2o_req_t *req, lg_exec_t *e, const char *key, size_t klen, const char *hash, int async,
-                      const char *name, size_t namelen)
+/* The key was claimed first by another request; `old` is its value "<id>\n<body hash>" and, once
+ * that request finished, "\n<status>\n<reply>". Answer: its reply (Idempotent-Replayed: true), 202
+ * with its id when it is async, 409 while it runs or when the body differs. Returns the status. */
+static int idem_answer(start_t *s, const char *old, size_t len)
 {
-    lg_uuid7(e->id);
-    char val[LG_UUID_LEN + 18];
-    int vlen = snprintf(val, sizeof(val), "%s\n%s", e->id, hash);
-    lg_buf_t old = {0};
-    if (lg_kv_add(key, klen, val, (size_t)vlen, IDEM_TTL_MS, &old)) {
-        lg_buf_free(&old);
-        return 0;
+    h2o_req_t *req = s->req;
+    if (len < LG_UUID_LEN + 17 || memcmp(old + LG_UUID_LEN + 1, s->hash, 16) != 0) {
+        lg_reply_error(req, 409, "conflict", "this Idempotency-Key was used with a different request body", s->request_id);
+        return 409;
     }
-    int status = 409;
-    const char *p = old.data, *end = old.data + old.len;
-    if (old.len < LG_UUID_LEN + 17 || memcmp(p + LG_UUID_LEN + 1, hash, 16) != 0) {
-        lg_reply_error(req, 409, "conflict", "this Idempotency-Key was used with a different request body", e->request_id);
-    } else if (old.len > LG_UUID_LEN + 18) { /* finished: replay its reply */
-        const char *st = p + LG_UUID_LEN + 18, *nl = memchr(st, '\n', (size_t)(end - st));
-        status = atoi(st);
+    if (len > LG_UUID_LEN + 18) { /* finished: replay its reply */
+        const char *st = old + LG_UUID_LEN + 18, *end = old + len, *nl = memchr(st, '\n', (size_t)(end - st));
+        int status = atoi(st);
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("idempotent-replayed"), 0, NULL, H2O_STRLIT("true"));
-        lg_reply_json(req, status, e->request_id, nl ? nl + 1 : "", nl ? (size_t)(end - nl - 1) : 0);
-    } else if (async) {
-        status = 202;
+        lg_reply_json(req, status, s->request_id, nl ? nl + 1 : "", nl ? (size_t)(end - nl - 1) : 0);
+        return status;
+    }
+    if (s->opts.async) {
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("idempotent-replayed"), 0, NULL, H2O_STRLIT("true"));
-        reply_accepted(req, e->request_id, p, name, namelen, "queued");
+        reply_accepted(req, s->request_id, old, s->name, s->namelen, "queued");
+        return 202;
+    }
+    lg_reply_error(req, 409, "conflict", "a request with this Idempotency-Key is still running", s->request_id);
+    return 409;
+}
+
+/* Set (val) or drop (val NULL) the key's value, in Redis when it was claimed there. */
+static void idem_put(lg_rt_t *rt, int in_redis, const char *key, size_t klen, const char *val, size_t vlen)
+{
+    lg_redis_t *r = in_redis ? lg_rt_redis(rt) : NULL;
+    if (r != NULL && val != NULL) {
+        const char *argv[] = {"SET", key, val, "PX", "86400000"};
+        size_t lens[] = {3, klen, vlen, 2, 8};
+        lg_redis_command(r, 5, argv, lens, NULL, NULL);
+    } else if (r != NULL) {
+        const char *argv[] = {"DEL", key};
+        size_t lens[] = {3, klen};
+        lg_redis_command(r, 2, argv, lens, NULL, NULL);
+    } else if (val != NULL) {
+        lg_kv_set(key, klen, val, vlen, IDEM_TTL_MS);
     } else {
-        lg_reply_error(req, 409, "conflict", "a request with this Idempotency-Key is still running", e->request_id);
+        lg_kv_del(key, klen);
     }
-    lg_buf_free(&old);
-    return status;
 }
 
 /* A finished sync request with an Idempotency-Key: keep its reply for retries (not when it never
@@ -404,14 +431,15 @@ static int idem_claim(h2o_req_t *req, lg_exec_t *e, const char *key, size_t klen
 static void idem_store(lg_link_t *l, const char *id, int status, const lg_buf_t *b)
 {
     size_t klen = strlen(l->idem_key);
+    lg_rt_t *rt = &l->worker->rt;
     if (status == 499 || status == 503) {
-        lg_kv_del(l->idem_key, klen);
+        idem_put(rt, l->idem_redis, l->idem_key, klen, NULL, 0);
         return;
     }
     lg_buf_t v = {0};
     lg_buf_printf(&v, "%s\n%s\n%d\n", id, l->idem_hash, status);
     lg_buf_append(&v, b->data, b->len);
-    lg_kv_set(l->idem_key, klen, v.data, v.len, IDEM_TTL_MS);
+    idem_put(rt, l->idem_redis, l->idem_key, klen, v.data, v.len);
     lg_buf_free(&v);
 }
 
@@ -448,6 +476,130 @@ static void submit_async(h2o_req_t *req, lg_exec_t *e, const char *name, size_t 
     reply_accepted(req, e->request_id, e->id, name, namelen, "queued");
 }
 
+/* The request may run (its Idempotency-Key, if any, is claimed): submit it (async) or launch it.
+ * Takes s->e. Returns 0 when the execution will answer, else the status answered. */
+static int execute_claimed(start_t *s)
+{
+    h2o_req_t *req = s->req;
+    lg_worker_t *w = lg_worker_of(req);
+    lg_exec_t *e = s->e;
+    s->e = NULL;
+    int found;
+    if (s->opts.async) {
+        if ((found = lg_agents_push(&w->rt, e->co, s->name, s->namelen)) != 0) {
+            lua_pop(e->co, 1);
+            submit_async(req, e, s->name, s->namelen, s->opts.callback_url);
+        }
+    } else {
+        e->stream = wants_sse(req);
+        found = lg_exec_launch(e, s->name, s->namelen, 0) == LG_LAUNCH_OK;
+    }
+    if (s->opts.async || !found) {
+        lua_settop(e->co, 0);
+        lg_exec_discard(e);
+        if (!found) {
+            char msg[LG_AGENT_NAME_MAX + 32];
+            snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)s->namelen, s->name);
+            if (s->idem_len > 0) /* nothing ran: a retry may try again */
+                idem_put(&w->rt, s->idem_redis, s->idem, (size_t)s->idem_len, NULL, 0);
+            lg_reply_error(req, 404, "not_found", msg, s->request_id);
+            return 404;
+        }
+        return 202;
+    }
+    lg_link_t *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), link_dispose);
+    memset(l, 0, sizeof(*l));
+    l->req = req;
+    l->exec = e;
+    l->worker = w;
+    link_track(w, l);
+    l->start_ns = s->start_ns;
+    memcpy(l->request_id, s->request_id, sizeof(l->request_id));
+    if (s->idem_len > 0) {
+        l->idem_key = strndup(s->idem, (size_t)s->idem_len);
+        l->idem_redis = s->idem_redis;
+        memcpy(l->idem_hash, s->hash, sizeof(l->idem_hash));
+    }
+    e->owner = l;
+    if (e->stream)
+        sse_start(l);
+    lg_exec_run(e);
+    return 0; /* logged when it ends */
+}
+
+/* ---- the claim in Redis (SET NX GET: one round trip) while the request waits ---- */
+
+static void start_dispose(void *p)
+{
+    start_t *s = p;
+    if (s->q != NULL)
+        lg_redis_cancel(s->q);
+    if (s->e != NULL) { /* the request went away before it ran */
+        lua_settop(s->e->co, 0);
+        lg_exec_discard(s->e);
+    }
+}
+
+static void on_claim(void *data, redisReply *reply, const char *err)
+{
+    start_t *s = data;
+    s->q = NULL;
+    int status;
+    if (reply != NULL && reply->type == REDIS_REPLY_STRING) {
+        status = idem_answer(s, reply->str, reply->len);
+    } else if (reply != NULL && reply->type == REDIS_REPLY_NIL) {
+        if ((status = execute_claimed(s)) == 0)
+            return;
+    } else { /* Redis went away meanwhile: the local store decides */
+        lg_buf_t old = {0};
+        char val[LG_UUID_LEN + 18];
+        int vlen = snprintf(val, sizeof(val), "%s\n%s", s->e->id, s->hash);
+        s->idem_redis = 0;
+        if (lg_kv_add(s->idem, (size_t)s->idem_len, val, (size_t)vlen, IDEM_TTL_MS, &old))
+            status = execute_claimed(s);
+        else
+            status = idem_answer(s, old.data, old.len);
+        lg_buf_free(&old);
+        if (status == 0)
+            return;
+    }
+    if (s->e != NULL) {
+        lua_settop(s->e->co, 0);
+        lg_exec_discard(s->e);
+        s->e = NULL;
+    }
+    lg_access_log(s->req, status, s->request_id, s->start_ns, NULL, NULL, NULL);
+}
+
+/* Claim the Idempotency-Key (e->id gets the execution id it will run under). Returns 0 when the
+ * request may run now, -1 when the answer comes later (Redis; then s->e has moved to the request's
+ * pool), else the status answered. */
+static int idem_claim(start_t *s)
+{
+    lg_uuid7(s->e->id);
+    char val[LG_UUID_LEN + 18];
+    int vlen = snprintf(val, sizeof(val), "%s\n%s", s->e->id, s->hash);
+    lg_redis_t *r = lg_rt_redis(&lg_worker_of(s->req)->rt);
+    if (r != NULL && lg_redis_up(r)) {
+        start_t *p = h2o_mem_alloc_shared(&s->req->pool, sizeof(*p), start_dispose);
+        *p = *s;
+        p->idem_redis = 1;
+        const char *argv[] = {"SET", p->idem, val, "NX", "GET", "PX", "86400000"};
+        size_t lens[] = {3, (size_t)p->idem_len, (size_t)vlen, 2, 3, 2, 8};
+        if ((p->q = lg_redis_command(r, 7, argv, lens, on_claim, p)) != NULL) {
+            s->e = NULL; /* p owns it now */
+            return -1;
+        }
+        p->e = NULL;
+    }
+    lg_buf_t old = {0};
+    int status = 0;
+    if (!lg_kv_add(s->idem, (size_t)s->idem_len, val, (size_t)vlen, IDEM_TTL_MS, &old))
+        status = idem_answer(s, old.data, old.len);
+    lg_buf_free(&old);
+    return status;
+}
+
 static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns)
 {
     lg_worker_t *w = lg_worker_of(req);
@@ -466,82 +618,44 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
         lg_reply_error(req, 415, "unsupported_media_type", "send the body as application/json", request_id);
         return 415;
     }
-    lg_exec_t *e = lg_exec_new(&w->rt, &http_exec_ops, NULL);
-    char name[LG_AGENT_NAME_MAX + 1], msg[256];
-    size_t namelen = 0;
+    start_t s = {.req = req, .start_ns = start_ns};
+    s.e = lg_exec_new(&w->rt, &http_exec_ops, NULL);
+    char msg[256];
     int status;
     const char *code;
-    options_t opts = {0};
-    const char *err = parse_envelope(req, e->co, route->id == LG_ROUTE_EXECUTE, name, &namelen, &opts, &status, &code,
-                                     msg, sizeof(msg));
+    const char *err = parse_envelope(req, s.e->co, route->id == LG_ROUTE_EXECUTE, s.name, &s.namelen, &s.opts, &status,
+                                     &code, msg, sizeof(msg));
     if (err == NULL && route->id == LG_ROUTE_AGENT_EXECUTE) {
-        memcpy(name, route->name, route->name_len);
-        namelen = route->name_len;
+        memcpy(s.name, route->name, route->name_len);
+        s.namelen = route->name_len;
     }
-    if (err == NULL && !lg_agent_name_valid(name, namelen))
-        status = 404, code = "not_found", err = "no such agent";
-    char idem[IDEM_KEY_MAX], hash[65] = "";
-    int idem_len = 0;
-    if (err == NULL) {
-        memcpy(e->request_id, request_id, strlen(request_id) + 1);
-        if ((idem_len = idem_key(req, name, namelen, idem)) < 0)
-            status = 400, code = "invalid_request", err = "Idempotency-Key must be 1 to 255 printable ASCII characters";
+    if (err == NULL && !lg_agent_name_valid(s.name, s.namelen)) {
+        snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)s.namelen, s.name);
+        status = 404, code = "not_found", err = msg;
     }
-    if (err == NULL && idem_len > 0) {
-        lg_sha256_hex(req->entity.base, req->entity.len, hash);
-        hash[16] = '\0';
-        int replayed = idem_claim(req, e, idem, (size_t)idem_len, hash, opts.async, name, namelen);
-        if (replayed != 0) {
-            lua_settop(e->co, 0);
-            lg_exec_discard(e);
-            return replayed;
-        }
-    }
-    if (err == NULL && opts.async) {
-        if (!lg_agents_push(&w->rt, e->co, name, namelen)) {
-            status = 404, code = "not_found", err = "no such agent";
-        } else {
-            lua_pop(e->co, 1);
-            submit_async(req, e, name, namelen, opts.callback_url);
-            lua_settop(e->co, 0);
-            lg_exec_discard(e);
-            return 202;
-        }
-    }
-    if (err == NULL) {
-        e->stream = wants_sse(req);
-        if (lg_exec_launch(e, name, namelen, 0) != LG_LAUNCH_OK)
-            status = 404, code = "not_found", err = "no such agent";
-    }
-    if (err != NULL && idem_len > 0 && hash[0] != '\0')
-        lg_kv_del(idem, (size_t)idem_len); /* nothing ran: a retry may try again */
+    memcpy(s.request_id, request_id, strlen(request_id) + 1);
+    memcpy(s.e->request_id, request_id, strlen(request_id) + 1);
+    if (err == NULL && (s.idem_len = idem_key(req, s.name, s.namelen, s.idem)) < 0)
+        status = 400, code = "invalid_request", err = "Idempotency-Key must be 1 to 255 printable ASCII characters";
     if (err != NULL) {
-        lua_settop(e->co, 0);
-        lg_exec_discard(e);
-        if (strcmp(err, "no such agent") == 0) {
-            snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)namelen, name);
-            err = msg;
-        }
+        lua_settop(s.e->co, 0);
+        lg_exec_discard(s.e);
         lg_reply_error(req, status, code, err, request_id);
         return status;
     }
-    lg_link_t *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), link_dispose);
-    memset(l, 0, sizeof(*l));
-    l->req = req;
-    l->exec = e;
-    l->worker = w;
-    link_track(w, l);
-    l->start_ns = start_ns;
-    memcpy(l->request_id, request_id, strlen(request_id) + 1);
-    if (idem_len > 0) {
-        l->idem_key = strndup(idem, (size_t)idem_len);
-        memcpy(l->idem_hash, hash, sizeof(l->idem_hash));
+    if (s.idem_len > 0) {
+        char hex[65];
+        lg_sha256_hex(req->entity.base, req->entity.len, hex);
+        memcpy(s.hash, hex, 16);
+        if ((status = idem_claim(&s)) != 0) {
+            if (s.e != NULL) {
+                lua_settop(s.e->co, 0);
+                lg_exec_discard(s.e);
+            }
+            return status < 0 ? 0 : status; /* < 0: on_claim answers and logs */
+        }
     }
-    e->owner = l;
-    if (e->stream)
-        sse_start(l);
-    lg_exec_run(e);
-    return 0; /* logged when it ends */
+    return execute_claimed(&s);
 }
 
 static void reply_buf(h2o_req_t *req, const char *request_id, lg_buf_t *b) { lg_reply_json(req, 200, request_id, b->data, b->len); }

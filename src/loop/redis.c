@@ -169,8 +169,8 @@ static void parked_flush(lg_redis_t *r, const char *err)
     r->parked_tail = &r->parked;
     while (q != NULL) {
         lg_redis_req_t *next = q->next;
-        if (q->cb != NULL && err == NULL && r->ac != NULL &&
-            redisAsyncFormattedCommand(r->ac, on_reply, q, q->cmd, q->len) == REDIS_OK) {
+        /* sent even without a callback: a fire-and-forget command (XACK, a cache SET) must not be lost */
+        if (err == NULL && r->ac != NULL && redisAsyncFormattedCommand(r->ac, on_reply, q, q->cmd, q->len) == REDIS_OK) {
             redisFreeCommand(q->cmd); /* hiredis copied it */
             q->cmd = NULL;
         } else {

@@ -44,6 +44,16 @@ int lg_migrate(const char *url, int *applied, char *err, size_t errlen)
         snprintf(err, errlen, "libpq (libpq.so.5) is not installed");
         return -1;
     }
+    /* libpq quotes the part of a URL it cannot parse, password included: check it first and say
+     * only that it is invalid */
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (opts == NULL) {
+        snprintf(err, errlen, "DATABASE_URL is not a valid connection string");
+        PQfreemem(perr);
+        return -1;
+    }
+    PQconninfoFree(opts);
     const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
     const char *vals[] = {url, "5", "luagent migrate", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);

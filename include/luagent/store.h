@@ -51,6 +51,10 @@ struct lg_rt;
 /** At launch: encode the task (stack index `task_idx` of e->co) and the context (the next index;
  *  nil is null) into e->rec. */
 void lg_record_begin(struct lg_exec *e, int task_idx);
+/** The same from the request body's text (its "task" and "context" members, compacted), which
+ *  costs a scan instead of two encodes: 0, or -1 (then lg_record_begin does it). The body must be
+ *  JSON the decoder accepted. */
+int lg_record_begin_text(struct lg_exec *e, const char *body, size_t len);
 /** Add an event to the execution's task history (`data` is JSON text). */
 void lg_record_event(struct lg_exec *e, const char *type, const char *data, size_t len);
 /** The record of `e` in state `st`; result/error are JSON text or NULL. The caller owns it. */

@@ -54,6 +54,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -665,6 +666,102 @@ fail:
         free(frames);
     lg_buf_free(&d.heap);
     return d.st;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Spans of members, compaction (for text the decoder accepted: no validation here)            */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* p at a '"': the position after the closing quote (one not preceded by an odd run of '\\') */
+static const char *skip_string(const char *p, const char *end)
+{
+    const char *start = ++p, *q;
+    while ((q = memchr(p, '"', (size_t)(end - p))) != NULL) {
+        size_t bs = 0;
+        while (q - bs > start && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            return q + 1;
+        p = q + 1;
+    }
+    return end;
+}
+
+/* p at the start of a value: the position after it */
+static const char *skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    do {
+        if (*p == '"') {
+            p = skip_string(p, end);
+            continue;
+        }
+        if (*p == '{' || *p == '[') {
+            depth++;
+        } else if (*p == '}' || *p == ']') {
+            depth--;
+        } else if (depth == 0) { /* a scalar: up to the next delimiter */
+            while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws((unsigned char)*p))
+                p++;
+            return p;
+        }
+        p++;
+    } while (p < end && depth > 0);
+    return p;
+}
+
+int lg_json_member_spans(const char *s, size_t len, const char *const *keys, size_t nkeys, lg_json_span_t *spans)
+{
+    const char *p = s, *end = s + len;
+    for (size_t i = 0; i < nkeys; i++)
+        spans[i].off = spans[i].len = 0;
+    while (p < end && is_ws((unsigned char)*p))
+        p++;
+    if (p == end || *p != '{')
+        return -1;
+    for (p++;;) {
+        while (p < end && (is_ws((unsigned char)*p) || *p == ','))
+            p++;
+        if (p >= end || *p != '"')
+            return 0; /* the closing '}' */
+        const char *k = p + 1, *kend = skip_string(p, end) - 1;
+        p = kend + 1;
+        while (p < end && (is_ws((unsigned char)*p) || *p == ':'))
+            p++;
+        const char *v = p;
+        p = skip_value(p, end);
+        for (size_t i = 0; i < nkeys; i++)
+            if ((size_t)(kend - k) == strlen(keys[i]) && memcmp(k, keys[i], (size_t)(kend - k)) == 0) {
+                spans[i].off = (size_t)(v - s);
+                spans[i].len = (size_t)(p - v);
+            }
+    }
+}
+
+void lg_json_compact(lg_buf_t *out, const char *s, size_t len)
+{
+    if (memchr(s, '\n', len) == NULL && memchr(s, '\r', len) == NULL) { /* already one line */
+        lg_buf_append(out, s, len);
+        return;
+    }
+    char *o = lg_buf_reserve(out, len);
+    const char *p = s, *end = s + len;
+    while (p < end) {
+        if (*p == '"') {
+            const char *q = skip_string(p, end);
+            memcpy(o, p, (size_t)(q - p));
+            o += q - p;
+            p = q;
+        } else if (is_ws((unsigned char)*p)) {
+            p++;
+        } else {
+            *o++ = *p++;
+        }
+    }
+    out->len = (size_t)(o - out->data);
+    out->data[out->len] = '\0';
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -635,6 +635,8 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     }
     memcpy(s.request_id, request_id, strlen(request_id) + 1);
     memcpy(s.e->request_id, request_id, strlen(request_id) + 1);
+    if (err == NULL && s.e->recording)
+        lg_record_begin_text(s.e, req->entity.base, req->entity.len);
     if (err == NULL && (s.idem_len = idem_key(req, s.name, s.namelen, s.idem)) < 0)
         status = 400, code = "invalid_request", err = "Idempotency-Key must be 1 to 255 printable ASCII characters";
     if (err != NULL) {

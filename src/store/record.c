@@ -22,13 +22,33 @@ int lg_rec_status_parse(const char *s, size_t len)
     return -1;
 }
 
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ": the seconds part is formatted once per second and thread (records
+ * carry three timestamps; gmtime_r + printf each time cost more than the rest of a record). */
 void lg_buf_iso8601(lg_buf_t *b, uint64_t epoch_ms)
 {
-    time_t t = (time_t)(epoch_ms / 1000);
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    lg_buf_printf(b, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\"", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                  tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(epoch_ms % 1000));
+    static __thread uint64_t cached_s = UINT64_MAX;
+    static __thread char cached[64];
+    uint64_t sec = epoch_ms / 1000;
+    if (sec != cached_s) {
+        time_t t = (time_t)sec;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(cached, sizeof(cached), "%04d-%02d-%02dT%02d:%02d:%02d", (tm.tm_year + 1900) % 10000, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cached_s = sec;
+    }
+    unsigned ms = (unsigned)(epoch_ms % 1000);
+    char *o = lg_buf_reserve(b, 26);
+    o[0] = '"';
+    memcpy(o + 1, cached, 19);
+    o[20] = '.';
+    o[21] = (char)('0' + ms / 100);
+    o[22] = (char)('0' + ms / 10 % 10);
+    o[23] = (char)('0' + ms % 10);
+    o[24] = 'Z';
+    o[25] = '"';
+    b->len += 26;
+    b->data[b->len] = '\0';
 }
 
 static void put_ts(lg_buf_t *b, const char *key, size_t klen, uint64_t ms)
@@ -40,13 +60,21 @@ static void put_ts(lg_buf_t *b, const char *key, size_t klen, uint64_t ms)
         lg_buf_iso8601(b, ms);
 }
 
-static void put_str_or_null(lg_buf_t *b, const char *key, size_t klen, const char *s)
+/* ids and versions: characters that need no escaping ([A-Za-z0-9._:-], checked where they are made) */
+static void put_id_or_null(lg_buf_t *b, const char *key, size_t klen, const char *s)
 {
     lg_buf_append(b, key, klen);
-    if (s == NULL || *s == '\0')
+    if (s == NULL || *s == '\0') {
         lg_buf_lit(b, "null");
-    else
-        lg_buf_json_str(b, s, strlen(s));
+        return;
+    }
+    size_t n = strlen(s);
+    char *o = lg_buf_reserve(b, n + 2);
+    o[0] = '"';
+    memcpy(o + 1, s, n);
+    o[n + 1] = '"';
+    b->len += n + 2;
+    b->data[b->len] = '\0';
 }
 
 static void put_json_or_null(lg_buf_t *b, const char *key, size_t klen, const char *json, size_t len)
@@ -101,6 +129,24 @@ void lg_record_begin(lg_exec_t *e, int task_idx)
     }
 }
 
+int lg_record_begin_text(lg_exec_t *e, const char *body, size_t len)
+{
+    static const char *const keys[] = {"task", "context"};
+    lg_json_span_t sp[2];
+    if (lg_json_member_spans(body, len, keys, 2, sp) != 0 || sp[0].len == 0)
+        return -1; /* lg_record_begin encodes the values instead */
+    lg_buf_t *b = &e->rec;
+    lg_buf_reset(b);
+    lg_buf_lit(b, "\"task\":");
+    lg_json_compact(b, body + sp[0].off, sp[0].len);
+    lg_buf_lit(b, ",\"context\":");
+    if (sp[1].len > 0)
+        lg_json_compact(b, body + sp[1].off, sp[1].len);
+    else
+        lg_buf_lit(b, "null");
+    return 0;
+}
+
 void lg_record_event(lg_exec_t *e, const char *type, const char *data, size_t len)
 {
     if (!e->recording)
@@ -131,7 +177,7 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
     lg_buf_append(&b, e->id, strlen(e->id));
     lg_buf_lit(&b, "\",\"agent\":");
     lg_buf_json_str(&b, e->agent, strlen(e->agent));
-    put_str_or_null(&b, LG_STRLIT(",\"version\":"), e->version);
+    put_id_or_null(&b, LG_STRLIT(",\"version\":"), e->version);
     lg_buf_lit(&b, ",\"status\":\"");
     lg_buf_append(&b, STATUS[st], strlen(STATUS[st]));
     if (e->async)
@@ -155,8 +201,8 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
     else
         lg_buf_lit(&b, "null");
     lg_buf_lit(&b, ",\"user\":null");
-    put_str_or_null(&b, LG_STRLIT(",\"parent_id\":"), e->parent_id);
-    put_str_or_null(&b, LG_STRLIT(",\"request_id\":"), e->request_id);
+    put_id_or_null(&b, LG_STRLIT(",\"parent_id\":"), e->parent_id);
+    put_id_or_null(&b, LG_STRLIT(",\"request_id\":"), e->request_id);
     put_ts(&b, LG_STRLIT(",\"created_at\":"), e->created_ms);
     put_ts(&b, LG_STRLIT(",\"started_at\":"), st >= LG_REC_RUNNING ? e->started_ms : 0);
     put_ts(&b, LG_STRLIT(",\"finished_at\":"), finished ? e->started_ms + (uint64_t)(e->duration_ms + 0.5) : 0);

@@ -67,6 +67,7 @@ struct lg_recorder {
     char spill_path[512], replay_path[512];
     unsigned replay_seq;
     size_t written, spilled, rejected;
+    unsigned spill_logged;
 };
 
 /* ---- JSON for Postgres ---- */
@@ -182,14 +183,17 @@ static void requeue_batch(lg_recorder_t *rc)
     rc->nbatch = 0;
 }
 
-/* Over the memory bound: everything waiting goes to the spill file. */
+/* Over the memory bound (the database is away, or slower than the records come): everything
+ * waiting goes to the spill file, written back once the database has caught up. */
 static void bound(lg_recorder_t *rc)
 {
     if (rc->n <= (size_t)rc->rt->cfg->record_queue)
         return;
     size_t n = rc->n;
     if (spill_list(rc, rc->head) == 0) {
-        lg_log(LG_LOG_WARN, "database away: %zu execution records spilled to %s", n, rc->spill_path);
+        if (!rc->spill_logged++)
+            lg_log(LG_LOG_WARN, "the database is %s: %zu execution records spilled to %s (logged once)",
+                   rc->away ? "away" : "behind", n, rc->spill_path);
         rc->head = rc->tail = NULL;
         rc->n = 0;
     }
@@ -443,9 +447,8 @@ void lg_recorder_push(lg_recorder_t *rc, lg_rec_t *r)
         rc->head = r;
     rc->tail = r;
     rc->n++;
-    if (rc->away)
-        bound(rc);
-    else if (rc->req == NULL)
+    bound(rc);
+    if (!rc->away && rc->req == NULL)
         kick(rc, 0);
 }
 

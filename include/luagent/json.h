@@ -58,14 +58,14 @@ lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max
  *  ignores other keys. Does not raise (except on Lua memory exhaustion). `err` may be NULL. */
 lg_json_status_t lg_json_encode(lua_State *L, int idx, lg_buf_t *out, int max_depth, lg_json_error_t *err);
 
-/** Where the values of some members of a top-level JSON object are in its text: for each key
- *  keys[i], spans[i] is set to the last member of that name (off/len; len 0 when absent). For text
- *  that lg_json_decode accepted (no validation here); keys written with escapes are not matched.
- *  Returns -1 when the text is not an object. */
 typedef struct lg_json_span {
     size_t off, len;
 } lg_json_span_t;
-int lg_json_member_spans(const char *s, size_t len, const char *const *keys, size_t nkeys, lg_json_span_t *spans);
+/** lg_json_decode that also says where the values of some members of a top-level object are in
+ *  the text: spans[i] for the last member named keys[i] (len 0 when absent). Names are matched as
+ *  written (a name spelled with escapes is not matched). Costs nothing measurable over decode. */
+lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
+                                      const char *const *keys, size_t nkeys, lg_json_span_t *spans);
 /** Append JSON text as one line (spill files, logs): as it is when it has no line break, else
  *  without the whitespace between its tokens (strings are copied as they are). For valid JSON. */
 void lg_json_compact(lg_buf_t *out, const char *s, size_t len);

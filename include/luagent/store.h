@@ -17,6 +17,7 @@
 #ifndef LUAGENT_STORE_H
 #define LUAGENT_STORE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,7 +27,8 @@
 typedef enum { LG_REC_QUEUED = 0, LG_REC_RUNNING, LG_REC_SUCCEEDED, LG_REC_FAILED } lg_rec_status_t;
 
 typedef struct lg_rec {
-    struct lg_rec *next; /* free for the current owner's queue */
+    struct lg_rec *next; /* the recorder's queue link (the history keeps records in its own slots) */
+    _Atomic int refs;    /* owners: the history and the recorder may share one record */
     char id[LG_UUID_LEN + 1];
     char agent[128];
     lg_rec_status_t status;
@@ -39,8 +41,9 @@ typedef struct lg_rec {
 const char *lg_rec_status_name(lg_rec_status_t s);
 /** -1 when `s` names no status. */
 int lg_rec_status_parse(const char *s, size_t len);
-/** Copy a record (for a second owner). */
-lg_rec_t *lg_rec_dup(const lg_rec_t *r);
+/** Another owner for a record / one owner fewer (the last one frees it; NULL is fine). */
+lg_rec_t *lg_rec_ref(lg_rec_t *r);
+void lg_rec_unref(lg_rec_t *r);
 /** Append epoch milliseconds as "YYYY-MM-DDTHH:MM:SS.mmmZ" (quotes included). */
 void lg_buf_iso8601(lg_buf_t *b, uint64_t epoch_ms);
 
@@ -48,20 +51,22 @@ void lg_buf_iso8601(lg_buf_t *b, uint64_t epoch_ms);
 
 struct lg_exec;
 struct lg_rt;
+struct lg_json_span;
 /** At launch: encode the task (stack index `task_idx` of e->co) and the context (the next index;
  *  nil is null) into e->rec. */
 void lg_record_begin(struct lg_exec *e, int task_idx);
-/** The same from the request body's text (its "task" and "context" members, compacted), which
- *  costs a scan instead of two encodes: 0, or -1 (then lg_record_begin does it). The body must be
- *  JSON the decoder accepted. */
-int lg_record_begin_text(struct lg_exec *e, const char *body, size_t len);
+/** The same from the request body's text: sp[0] and sp[1] locate its "task" and "context" values
+ *  (lg_json_decode_spans), copied as one line instead of encoded again. 0, or -1 when the task was
+ *  not located (then lg_record_begin does it). */
+int lg_record_begin_text(struct lg_exec *e, const char *body, const struct lg_json_span *sp);
 /** Add an event to the execution's task history (`data` is JSON text). */
 void lg_record_event(struct lg_exec *e, const char *type, const char *data, size_t len);
-/** The record of `e` in state `st`; result/error are JSON text or NULL. The caller owns it. */
+/** The record of `e` in state `st`; result/error are JSON text or NULL. The caller owns it (one
+ *  reference). */
 lg_rec_t *lg_record_build(struct lg_exec *e, lg_rec_status_t st, const char *result, size_t rlen, const char *error,
                           size_t elen);
-/** Hand a record to every sink: the in-memory history (a copy) and the runtime's Postgres
- *  recorder (which takes it), or free it. */
+/** Hand a record (the caller's reference) to every sink: the in-memory history and the runtime's
+ *  Postgres recorder. */
 void lg_record_commit(struct lg_rt *rt, lg_rec_t *r);
 
 /* ---- in-memory history: process-wide, bounded (LUAGENT_HISTORY_SIZE), behind a lock ---- */
@@ -70,9 +75,9 @@ void lg_record_commit(struct lg_rt *rt, lg_rec_t *r);
 void lg_history_init(size_t capacity);
 void lg_history_free(void);
 int lg_history_enabled(void);
-/** Keep a copy of `r` (replacing an older state of the same execution; the oldest record goes
- *  when full). */
-void lg_history_put(const lg_rec_t *r);
+/** Keep `r` (takes one reference; replaces an older state of the same execution; the oldest
+ *  record goes when full). */
+void lg_history_put(lg_rec_t *r);
 /** Append the full record `id` to out: 1, or 0 when it is not here. */
 int lg_history_get(const char *id, size_t idlen, lg_buf_t *out);
 
@@ -102,7 +107,7 @@ typedef struct lg_recorder_stats {
 } lg_recorder_stats_t;
 
 lg_recorder_t *lg_recorder_new(struct lg_rt *rt, const char *spill_dir, int worker_index);
-/** Take a record to write. */
+/** Take a record to write (the caller's reference). */
 void lg_recorder_push(lg_recorder_t *rc, lg_rec_t *r);
 /** Records not written yet (waiting in memory or in flight). */
 size_t lg_recorder_pending(const lg_recorder_t *rc);

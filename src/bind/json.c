@@ -154,6 +154,9 @@ typedef struct dec {
     lg_json_status_t st;
     lg_json_error_t *err;
     lg_buf_t heap;     /* scratch when `local` is too small */
+    const char *const *keys; /* lg_json_decode_spans: top-level members to locate */
+    size_t nkeys;
+    lg_json_span_t *spans;
     char local[DEC_SCRATCH];
 } dec_t;
 
@@ -479,8 +482,21 @@ static void dec_flush(lua_State *L, dec_frame_t *f, int hint)
 
 lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err)
 {
+    return lg_json_decode_spans(L, s, len, max_depth, err, NULL, 0, NULL);
+}
+
+lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
+                                      const char *const *keys, size_t nkeys, lg_json_span_t *spans)
+{
     dec_t d;
     d.L = L;
+    d.keys = keys;
+    d.nkeys = nkeys;
+    d.spans = spans;
+    for (size_t i = 0; i < nkeys; i++)
+        spans[i].off = spans[i].len = 0;
+    int span_key = -1; /* the top-level member being parsed is keys[span_key] */
+    const unsigned char *span_start = NULL;
     d.start = (const unsigned char *)s;
     d.end = d.start + len;
     d.st = LG_JSON_OK;
@@ -592,6 +608,11 @@ value:
 done: /* a complete value is on top of the stack */
     if (depth == 0)
         goto finish;
+    if (span_key >= 0 && depth == 1) {
+        d.spans[span_key].off = (size_t)(span_start - d.start);
+        d.spans[span_key].len = (size_t)(p - span_start);
+        span_key = -1;
+    }
     f = &frames[depth - 1];
     f->n++;
     if (f->created) {
@@ -622,6 +643,13 @@ key: /* p is past whitespace, a member name is due */
         dec_fail_char(&d, p);
         goto fail;
     }
+    if (depth == 1 && d.nkeys > 0) { /* a member to locate? (its name as written, no escapes) */
+        for (size_t i = 0; i < d.nkeys; i++) {
+            size_t kl = strlen(d.keys[i]);
+            if ((size_t)(end - p) > kl + 1 && memcmp(p + 1, d.keys[i], kl) == 0 && p[kl + 1] == '"')
+                span_key = (int)i;
+        }
+    }
     if (!dec_string(&d, &p))
         goto fail;
     p = skip_ws(p, end);
@@ -630,6 +658,8 @@ key: /* p is past whitespace, a member name is due */
         goto fail;
     }
     p++;
+    if (span_key >= 0 && depth == 1)
+        span_start = p = skip_ws(p, end);
     goto value;
 
 close: /* the container of the top frame just ended */
@@ -669,7 +699,7 @@ fail:
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Spans of members, compaction (for text the decoder accepted: no validation here)            */
+/* Compaction (for text the decoder accepted: no validation here)                             */
 /* ------------------------------------------------------------------------------------------ */
 
 static inline int is_ws(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
@@ -687,57 +717,6 @@ static const char *skip_string(const char *p, const char *end)
         p = q + 1;
     }
     return end;
-}
-
-/* p at the start of a value: the position after it */
-static const char *skip_value(const char *p, const char *end)
-{
-    int depth = 0;
-    do {
-        if (*p == '"') {
-            p = skip_string(p, end);
-            continue;
-        }
-        if (*p == '{' || *p == '[') {
-            depth++;
-        } else if (*p == '}' || *p == ']') {
-            depth--;
-        } else if (depth == 0) { /* a scalar: up to the next delimiter */
-            while (p < end && *p != ',' && *p != '}' && *p != ']' && !is_ws((unsigned char)*p))
-                p++;
-            return p;
-        }
-        p++;
-    } while (p < end && depth > 0);
-    return p;
-}
-
-int lg_json_member_spans(const char *s, size_t len, const char *const *keys, size_t nkeys, lg_json_span_t *spans)
-{
-    const char *p = s, *end = s + len;
-    for (size_t i = 0; i < nkeys; i++)
-        spans[i].off = spans[i].len = 0;
-    while (p < end && is_ws((unsigned char)*p))
-        p++;
-    if (p == end || *p != '{')
-        return -1;
-    for (p++;;) {
-        while (p < end && (is_ws((unsigned char)*p) || *p == ','))
-            p++;
-        if (p >= end || *p != '"')
-            return 0; /* the closing '}' */
-        const char *k = p + 1, *kend = skip_string(p, end) - 1;
-        p = kend + 1;
-        while (p < end && (is_ws((unsigned char)*p) || *p == ':'))
-            p++;
-        const char *v = p;
-        p = skip_value(p, end);
-        for (size_t i = 0; i < nkeys; i++)
-            if ((size_t)(kend - k) == strlen(keys[i]) && memcmp(k, keys[i], (size_t)(kend - k)) == 0) {
-                spans[i].off = (size_t)(v - s);
-                spans[i].len = (size_t)(p - v);
-            }
-    }
 }
 
 void lg_json_compact(lg_buf_t *out, const char *s, size_t len)

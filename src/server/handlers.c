@@ -273,14 +273,17 @@ static const char *parse_options(lua_State *co, int idx, options_t *o)
     return NULL;
 }
 
+/* spans: where "task" and "context" are in the body (for the record) */
 static const char *parse_envelope(h2o_req_t *req, lua_State *co, int seed_route, char *name, size_t *namelen,
-                                  options_t *opts, int *status, const char **code, char *msg, size_t msglen)
+                                  options_t *opts, lg_json_span_t *spans, int *status, const char **code, char *msg,
+                                  size_t msglen)
 {
+    static const char *const members[] = {"task", "context"};
     *status = 400;
     *code = "invalid_request";
     lg_json_error_t jerr;
-    lg_json_status_t js = lg_json_decode(co, req->entity.base ? req->entity.base : "", req->entity.len,
-                                         BODY_MAX_DEPTH, &jerr);
+    lg_json_status_t js = lg_json_decode_spans(co, req->entity.base ? req->entity.base : "", req->entity.len,
+                                               BODY_MAX_DEPTH, &jerr, members, 2, spans);
     if (js != LG_JSON_OK) {
         if (js == LG_JSON_ESYNTAX)
             *code = "invalid_json";
@@ -623,8 +626,9 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     char msg[256];
     int status;
     const char *code;
-    const char *err = parse_envelope(req, s.e->co, route->id == LG_ROUTE_EXECUTE, s.name, &s.namelen, &s.opts, &status,
-                                     &code, msg, sizeof(msg));
+    lg_json_span_t spans[2];
+    const char *err = parse_envelope(req, s.e->co, route->id == LG_ROUTE_EXECUTE, s.name, &s.namelen, &s.opts, spans,
+                                     &status, &code, msg, sizeof(msg));
     if (err == NULL && route->id == LG_ROUTE_AGENT_EXECUTE) {
         memcpy(s.name, route->name, route->name_len);
         s.namelen = route->name_len;
@@ -636,7 +640,7 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     memcpy(s.request_id, request_id, strlen(request_id) + 1);
     memcpy(s.e->request_id, request_id, strlen(request_id) + 1);
     if (err == NULL && s.e->recording)
-        lg_record_begin_text(s.e, req->entity.base, req->entity.len);
+        lg_record_begin_text(s.e, req->entity.base, spans);
     if (err == NULL && (s.idem_len = idem_key(req, s.name, s.namelen, s.idem)) < 0)
         status = 400, code = "invalid_request", err = "Idempotency-Key must be 1 to 255 printable ASCII characters";
     if (err != NULL) {

@@ -258,7 +258,7 @@ static void job_done(lg_exec_t *e)
     if (e->end == LG_END_CANCELLED && j->entry[0] != '\0') {
         /* cancelled by a shutdown: left pending in the stream, another consumer reclaims it */
         lg_log(LG_LOG_WARN, "async execution %s of %s interrupted by shutdown: left for another replica", e->id, e->agent);
-        free(r);
+        lg_rec_unref(r);
     } else {
         if (j->callback_url != NULL)
             callback_start(w, j->callback_url, r);
@@ -267,7 +267,7 @@ static void job_done(lg_exec_t *e)
         if (e->recording)
             lg_record_commit(e->rt, r);
         else
-            free(r);
+            lg_rec_unref(r);
         if (j->entry[0] != '\0')
             stream_ack(w, j->entry);
     }

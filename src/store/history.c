@@ -51,7 +51,7 @@ void lg_history_init(size_t capacity)
 void lg_history_free(void)
 {
     for (size_t i = 0; i < H.cap; i++)
-        free(H.slots[i].rec);
+        lg_rec_unref(H.slots[i].rec);
     free(H.slots);
     free(H.buckets);
     H.slots = NULL;
@@ -78,11 +78,13 @@ static void unlink_slot(size_t slot)
     *p = H.slots[slot].hnext;
 }
 
-void lg_history_put(const lg_rec_t *r)
+void lg_history_put(lg_rec_t *r)
 {
-    if (H.cap == 0)
+    if (H.cap == 0) {
+        lg_rec_unref(r);
         return;
-    lg_rec_t *copy = lg_rec_dup(r), *old = NULL;
+    }
+    lg_rec_t *copy = r, *old = NULL;
     pthread_mutex_lock(&H.lock);
     size_t i = find(r->id, strlen(r->id));
     if (i != NONE) {
@@ -107,8 +109,8 @@ void lg_history_put(const lg_rec_t *r)
         copy = NULL;
     }
     pthread_mutex_unlock(&H.lock);
-    free(old);
-    free(copy);
+    lg_rec_unref(old);
+    lg_rec_unref(copy); /* NULL when kept */
 }
 
 int lg_history_get(const char *id, size_t idlen, lg_buf_t *out)

@@ -92,6 +92,7 @@ static lg_rec_t *rec_alloc(const char *json, size_t len, size_t head_len)
     if (r == NULL)
         abort();
     memset(r, 0, sizeof(*r));
+    atomic_init(&r->refs, 1);
     memcpy(r->json, json, len);
     r->json[len] = '\0';
     r->len = len;
@@ -99,14 +100,16 @@ static lg_rec_t *rec_alloc(const char *json, size_t len, size_t head_len)
     return r;
 }
 
-lg_rec_t *lg_rec_dup(const lg_rec_t *r)
+lg_rec_t *lg_rec_ref(lg_rec_t *r)
 {
-    lg_rec_t *c = malloc(sizeof(*r) + r->len + 1);
-    if (c == NULL)
-        abort();
-    memcpy(c, r, sizeof(*r) + r->len + 1);
-    c->next = NULL;
-    return c;
+    atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
+    return r;
+}
+
+void lg_rec_unref(lg_rec_t *r)
+{
+    if (r != NULL && atomic_fetch_sub_explicit(&r->refs, 1, memory_order_acq_rel) == 1)
+        free(r);
 }
 
 void lg_record_begin(lg_exec_t *e, int task_idx)
@@ -129,11 +132,9 @@ void lg_record_begin(lg_exec_t *e, int task_idx)
     }
 }
 
-int lg_record_begin_text(lg_exec_t *e, const char *body, size_t len)
+int lg_record_begin_text(lg_exec_t *e, const char *body, const lg_json_span_t *sp)
 {
-    static const char *const keys[] = {"task", "context"};
-    lg_json_span_t sp[2];
-    if (lg_json_member_spans(body, len, keys, 2, sp) != 0 || sp[0].len == 0)
+    if (sp[0].len == 0)
         return -1; /* lg_record_begin encodes the values instead */
     lg_buf_t *b = &e->rec;
     lg_buf_reset(b);
@@ -229,9 +230,7 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
 
 void lg_record_commit(lg_rt_t *rt, lg_rec_t *r)
 {
-    lg_history_put(r);
     if (rt->recorder != NULL)
-        lg_recorder_push(rt->recorder, r);
-    else
-        free(r);
+        lg_recorder_push(rt->recorder, lg_rec_ref(r));
+    lg_history_put(r);
 }

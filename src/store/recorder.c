@@ -136,7 +136,7 @@ static int spill_list(lg_recorder_t *rc, lg_rec_t *list)
     }
     while (list != NULL) {
         lg_rec_t *next = list->next;
-        free(list);
+        lg_rec_unref(list);
         list = next;
     }
     rc->spilled += count;
@@ -236,7 +236,7 @@ static void on_batch(void *data, PGresult *res, const char *err, const char *sql
             rc->replay_off = rc->replay_next;
         while (rc->batch != NULL) {
             lg_rec_t *next = rc->batch->next;
-            free(rc->batch);
+            lg_rec_unref(rc->batch);
             rc->batch = next;
         }
         rc->nbatch = 0;
@@ -259,7 +259,7 @@ static void on_batch(void *data, PGresult *res, const char *err, const char *sql
         rc->replay_off = rc->replay_next;
     while (rc->batch != NULL) {
         lg_rec_t *next = rc->batch->next;
-        free(rc->batch);
+        lg_rec_unref(rc->batch);
         rc->batch = next;
     }
     rc->nbatch = 0;

@@ -923,6 +923,34 @@ static void test_request_body(void **state)
     lua_settop(L, 0);
 }
 
+/* lg_json_decode_spans: where top-level members are in the text; compaction of a value */
+static void test_member_spans(void **state)
+{
+    lua_State *L = *state;
+    static const char *const keys[] = {"task", "context"};
+    lg_json_span_t sp[2];
+    const char *body = "{ \"agent\" : \"x\", \"task\" :\n {\"a\": [1, {\"task\": 2}], \"s\": \"q\\\"}\"} , "
+                       "\"context\":null , \"task2\": 3}";
+    assert_int_equal(lg_json_decode_spans(L, body, strlen(body), 64, NULL, keys, 2, sp), LG_JSON_OK);
+    assert_memory_equal(body + sp[0].off, "{\"a\": [1, {\"task\": 2}], \"s\": \"q\\\"}\"}", sp[0].len);
+    assert_int_equal(sp[0].len, strlen("{\"a\": [1, {\"task\": 2}], \"s\": \"q\\\"}\"}"));
+    assert_memory_equal(body + sp[1].off, "null", 4);
+    assert_int_equal(sp[1].len, 4);
+    lg_buf_t b = {0};
+    const char *spaced = "{\"a\" :\n [1, \"x \\\" y\"]\r\n}";
+    lg_json_compact(&b, spaced, strlen(spaced));
+    assert_string_equal(b.data, "{\"a\":[1,\"x \\\" y\"]}");
+    lg_buf_free(&b);
+    /* absent, last one wins, scalars, not an object */
+    const char *dup = "{\"task\":1,\"task\":[true]}";
+    assert_int_equal(lg_json_decode_spans(L, dup, strlen(dup), 64, NULL, keys, 2, sp), LG_JSON_OK);
+    assert_memory_equal(dup + sp[0].off, "[true]", 6);
+    assert_int_equal(sp[1].len, 0);
+    assert_int_equal(lg_json_decode_spans(L, "[1]", 3, 64, NULL, keys, 2, sp), LG_JSON_OK);
+    assert_int_equal(sp[0].len + sp[1].len, 0);
+    lua_settop(L, 0);
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -1031,6 +1059,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_encode_strings, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lua_module, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_body, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_member_spans, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corpus, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

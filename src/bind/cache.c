@@ -156,43 +156,40 @@ static void encode_arg(lua_State *L, const char *what, int arg, lg_buf_t *b)
     }
 }
 
-/* ---- luagent.cache ---- */
+/* ---- luagent.cache and ctx.session: one body for get/set/delete ---- */
 
-static lg_exec_t *check(lua_State *L, const char *what) { return lg_sched_check(L, what); }
+typedef enum { OP_GET, OP_SET, OP_DEL } op_t;
 
-static void agent_prefix(lg_exec_t *e, char *out, size_t cap) { snprintf(out, cap, "c:%s:", e->agent); }
-
-static int cache_get(lua_State *L)
+/* key = prefix + the argument at `arg`; set takes the value at arg + 1 and the ttl (seconds) at
+ * arg + 2, def_ttl_ms when absent */
+static int kv_call(lua_State *L, lg_exec_t *e, const char *what, const char *prefix, int arg, op_t op,
+                   uint64_t def_ttl_ms)
 {
-    lg_exec_t *e = check(L, "luagent.cache.get");
-    char prefix[160], key[KEY_MAX];
-    agent_prefix(e, prefix, sizeof(prefix));
-    size_t klen = make_key(L, "luagent.cache.get", key, prefix, 1);
-    return store_get(L, e, key, klen);
-}
-
-static int cache_set(lua_State *L)
-{
-    lg_exec_t *e = check(L, "luagent.cache.set");
-    char prefix[160], key[KEY_MAX];
-    agent_prefix(e, prefix, sizeof(prefix));
-    size_t klen = make_key(L, "luagent.cache.set", key, prefix, 1);
-    uint64_t ttl = ttl_arg(L, "luagent.cache.set", 3, 0);
+    char key[KEY_MAX];
+    size_t klen = make_key(L, what, key, prefix, arg);
+    if (op == OP_GET)
+        return store_get(L, e, key, klen);
+    if (op == OP_DEL)
+        return store_del(L, e, key, klen);
+    uint64_t ttl = ttl_arg(L, what, arg + 2, def_ttl_ms);
     lg_buf_t b = {0};
-    encode_arg(L, "luagent.cache.set", 2, &b);
+    encode_arg(L, what, arg + 1, &b);
     int n = store_set(L, e, key, klen, b.data, b.len, ttl);
     lg_buf_free(&b);
     return n;
 }
 
-static int cache_delete(lua_State *L)
+static int cache_op(lua_State *L, op_t op, const char *what)
 {
-    lg_exec_t *e = check(L, "luagent.cache.delete");
-    char prefix[160], key[KEY_MAX];
-    agent_prefix(e, prefix, sizeof(prefix));
-    size_t klen = make_key(L, "luagent.cache.delete", key, prefix, 1);
-    return store_del(L, e, key, klen);
+    lg_exec_t *e = lg_sched_check(L, what);
+    char prefix[160];
+    snprintf(prefix, sizeof(prefix), "c:%s:", e->agent);
+    return kv_call(L, e, what, prefix, 1, op, 0);
 }
+
+static int cache_get(lua_State *L) { return cache_op(L, OP_GET, "luagent.cache.get"); }
+static int cache_set(lua_State *L) { return cache_op(L, OP_SET, "luagent.cache.set"); }
+static int cache_delete(lua_State *L) { return cache_op(L, OP_DEL, "luagent.cache.delete"); }
 
 void lg_bind_open_cache(lua_State *L)
 {
@@ -201,52 +198,23 @@ void lg_bind_open_cache(lua_State *L)
     luaL_register(L, NULL, fns);
 }
 
-/* ---- ctx.session ----
- * A table {get, set, delete} whose functions carry the session id as upvalue 1. They accept being
- * called with a colon too (ctx.session:get("k")). */
-
-static int session_arg(lua_State *L) { return lua_istable(L, 1) ? 2 : 1; }
-
-static size_t session_key(lua_State *L, const char *what, char *key)
+/* ctx.session: a table {get, set, delete} whose functions carry the session id as upvalue 1. They
+ * accept being called with a colon too (ctx.session:get("k")). */
+static int session_op(lua_State *L, op_t op, const char *what)
 {
+    lg_exec_t *e = lg_sched_check(L, what);
     size_t sidlen;
     const char *sid = lua_tolstring(L, lua_upvalueindex(1), &sidlen);
     char prefix[KEY_MAX];
     if (sidlen + 3 > KEY_MAX / 2)
-        luaL_error(L, "%s: context.session_id is too long", what);
+        return luaL_error(L, "%s: context.session_id is too long", what);
     snprintf(prefix, sizeof(prefix), "s:%s:", sid);
-    return make_key(L, what, key, prefix, session_arg(L));
+    return kv_call(L, e, what, prefix, lua_istable(L, 1) ? 2 : 1, op, (uint64_t)e->rt->cfg->session_ttl_s * 1000);
 }
 
-static int session_get(lua_State *L)
-{
-    lg_exec_t *e = check(L, "ctx.session.get");
-    char key[KEY_MAX];
-    size_t klen = session_key(L, "ctx.session.get", key);
-    return store_get(L, e, key, klen);
-}
-
-static int session_set(lua_State *L)
-{
-    lg_exec_t *e = check(L, "ctx.session.set");
-    char key[KEY_MAX];
-    size_t klen = session_key(L, "ctx.session.set", key);
-    int v = session_arg(L) + 1;
-    uint64_t ttl = ttl_arg(L, "ctx.session.set", v + 1, (uint64_t)e->rt->cfg->session_ttl_s * 1000);
-    lg_buf_t b = {0};
-    encode_arg(L, "ctx.session.set", v, &b);
-    int n = store_set(L, e, key, klen, b.data, b.len, ttl);
-    lg_buf_free(&b);
-    return n;
-}
-
-static int session_delete(lua_State *L)
-{
-    lg_exec_t *e = check(L, "ctx.session.delete");
-    char key[KEY_MAX];
-    size_t klen = session_key(L, "ctx.session.delete", key);
-    return store_del(L, e, key, klen);
-}
+static int session_get(lua_State *L) { return session_op(L, OP_GET, "ctx.session.get"); }
+static int session_set(lua_State *L) { return session_op(L, OP_SET, "ctx.session.set"); }
+static int session_delete(lua_State *L) { return session_op(L, OP_DEL, "ctx.session.delete"); }
 
 static int session_missing(lua_State *L)
 {
@@ -369,7 +337,7 @@ static int h_get(lua_State *L)
 {
     size_t n;
     const char *k = luaL_checklstring(L, 1, &n);
-    return store_get(L, check(L, "result cache"), k, n);
+    return store_get(L, lg_sched_check(L, "result cache"), k, n);
 }
 
 /* set(key, value, ttl_seconds) */
@@ -377,7 +345,7 @@ static int h_set(lua_State *L)
 {
     size_t n;
     const char *k = luaL_checklstring(L, 1, &n);
-    lg_exec_t *e = check(L, "result cache");
+    lg_exec_t *e = lg_sched_check(L, "result cache");
     lg_buf_t b = {0};
     lg_json_error_t err;
     if (lg_json_encode(L, 2, &b, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK) {

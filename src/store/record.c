@@ -1,4 +1,5 @@
 /* Execution records: one JSON object per execution state (store.h). */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -86,20 +87,6 @@ static void put_json_or_null(lg_buf_t *b, const char *key, size_t klen, const ch
         lg_buf_append(b, json, len);
 }
 
-static lg_rec_t *rec_alloc(const char *json, size_t len, size_t head_len)
-{
-    lg_rec_t *r = malloc(sizeof(*r) + len + 1);
-    if (r == NULL)
-        abort();
-    memset(r, 0, sizeof(*r));
-    atomic_init(&r->refs, 1);
-    memcpy(r->json, json, len);
-    r->json[len] = '\0';
-    r->len = len;
-    r->head_len = head_len;
-    return r;
-}
-
 lg_rec_t *lg_rec_ref(lg_rec_t *r)
 {
     atomic_fetch_add_explicit(&r->refs, 1, memory_order_relaxed);
@@ -171,8 +158,11 @@ void lg_record_event(lg_exec_t *e, const char *type, const char *data, size_t le
 lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, size_t rlen, const char *error,
                           size_t elen)
 {
-    static __thread lg_buf_t b;
-    lg_buf_reset(&b);
+    /* the record is built in place: its header first, the JSON after it, in one allocation */
+    const size_t H = offsetof(lg_rec_t, json);
+    lg_buf_t b = {0};
+    lg_buf_reserve(&b, H + 512 + e->rec.len + rlen + elen + e->events.len);
+    b.len = H;
     int finished = st >= LG_REC_SUCCEEDED;
     lg_buf_lit(&b, "{\"execution_id\":\"");
     lg_buf_append(&b, e->id, strlen(e->id));
@@ -218,13 +208,15 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
         lg_buf_printf(&b, ",\"data\":{\"dropped\":%u}}", e->events_dropped);
     }
     lg_buf_lit(&b, "]}");
-    lg_rec_t *r = rec_alloc(b.data, b.len, head_len);
+    lg_rec_t *r = (lg_rec_t *)b.data; /* realloc'ed memory: aligned for any type */
+    r->next = NULL;
+    atomic_init(&r->refs, 1);
     memcpy(r->id, e->id, sizeof(r->id));
     memcpy(r->agent, e->agent, sizeof(r->agent));
     r->status = st;
     r->created_ms = e->created_ms;
-    if (b.cap > (1u << 20)) /* do not keep a huge scratch buffer for the thread's life */
-        lg_buf_free(&b);
+    r->len = b.len - H;
+    r->head_len = head_len - H;
     return r;
 }
 

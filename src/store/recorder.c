@@ -224,37 +224,9 @@ static void came_back(lg_recorder_t *rc)
     rc->away = 0;
 }
 
-static void on_batch(void *data, PGresult *res, const char *err, const char *sqlstate)
+/* The batch in flight is done with (written, or kept aside as rejected): let it go, take the next. */
+static void batch_done(lg_recorder_t *rc, int replay)
 {
-    lg_recorder_t *rc = data;
-    rc->req = NULL;
-    int replay = rc->batch == NULL && rc->nbatch > 0;
-    if (err == NULL) {
-        came_back(rc);
-        rc->written += rc->nbatch;
-        if (replay)
-            rc->replay_off = rc->replay_next;
-        while (rc->batch != NULL) {
-            lg_rec_t *next = rc->batch->next;
-            lg_rec_unref(rc->batch);
-            rc->batch = next;
-        }
-        rc->nbatch = 0;
-        kick(rc, 0);
-        return;
-    }
-    if (transient(res, sqlstate)) {
-        if (!replay)
-            requeue_batch(rc);
-        rc->nbatch = 0;
-        bound(rc);
-        went_away(rc, err);
-        return;
-    }
-    char why[300];
-    snprintf(why, sizeof(why), "%s%s%s%s", err, sqlstate ? " (SQLSTATE " : "", sqlstate ? sqlstate : "",
-             sqlstate ? ")" : "");
-    reject(rc, rc->text.data, rc->text.len, rc->nbatch, why);
     if (replay)
         rc->replay_off = rc->replay_next;
     while (rc->batch != NULL) {
@@ -264,6 +236,30 @@ static void on_batch(void *data, PGresult *res, const char *err, const char *sql
     }
     rc->nbatch = 0;
     kick(rc, 0);
+}
+
+static void on_batch(void *data, PGresult *res, const char *err, const char *sqlstate)
+{
+    lg_recorder_t *rc = data;
+    rc->req = NULL;
+    int replay = rc->batch == NULL && rc->nbatch > 0;
+    if (err == NULL) {
+        came_back(rc);
+        rc->written += rc->nbatch;
+        batch_done(rc, replay);
+    } else if (transient(res, sqlstate)) {
+        if (!replay)
+            requeue_batch(rc);
+        rc->nbatch = 0;
+        bound(rc);
+        went_away(rc, err);
+    } else {
+        char why[300];
+        snprintf(why, sizeof(why), "%s%s%s%s", err, sqlstate ? " (SQLSTATE " : "", sqlstate ? sqlstate : "",
+                 sqlstate ? ")" : "");
+        reject(rc, rc->text.data, rc->text.len, rc->nbatch, why);
+        batch_done(rc, replay);
+    }
 }
 
 static int send_text(lg_recorder_t *rc)

@@ -73,6 +73,31 @@ def require_binary():
         raise AssertionError(f"luagent binary at {BIN} is not executable")
 
 
+class LocalHTTP:
+    """A threaded HTTP/1.1 server on 127.0.0.1 (a free port) for `handler` (a
+    BaseHTTPRequestHandler subclass): upstreams, callback receivers. .port, .url(path), .stop()."""
+
+    def __init__(self, handler):
+        import http.server
+        import socketserver
+        import threading
+
+        class Srv(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.httpd = Srv(("127.0.0.1", 0), handler)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path="/"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

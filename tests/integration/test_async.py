@@ -6,12 +6,11 @@ import hashlib
 import hmac
 import http.server
 import json
-import socketserver
 import threading
 import time
 import uuid
 
-from .harness import SLOW, UUID_RE, Server, ServerTestCase, measure
+from .harness import SLOW, UUID_RE, LocalHTTP, Server, ServerTestCase, measure
 from .services import shared_redis
 
 SECRET = "cb-s3cret-ключ"
@@ -71,13 +70,8 @@ class Receiver:
                 self.end_headers()
                 self.wfile.write(body)
 
-        class Srv(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.httpd = Srv(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.server = LocalHTTP(Handler)
+        self.port = self.server.port
 
     def url(self, path):
         return f"http://127.0.0.1:{self.port}{path}"
@@ -87,8 +81,7 @@ class Receiver:
             return [c for c in self.calls if c["path"] == path]
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
 
 def submit(server, agent, task, headers=None, **options):

@@ -7,13 +7,12 @@ import http.server
 import json
 import re
 import socket
-import socketserver
 import threading
 import time
 import urllib.parse
 import uuid
 
-from .harness import REPO, UUID_RE, VERSION_RE, ServerTestCase, free_port
+from .harness import REPO, UUID_RE, VERSION_RE, LocalHTTP, ServerTestCase, free_port
 
 ISO_MS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 RECORD_KEYS = {"execution_id", "agent", "version", "status", "mode", "task", "context", "result", "error",
@@ -59,18 +58,11 @@ class Upstream:
                 self.end_headers()
                 self.wfile.write(body)
 
-        class Srv(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.httpd = Srv(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        self.server = LocalHTTP(Handler)
+        self.port = self.server.port
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
 
 RECORDER = r'''

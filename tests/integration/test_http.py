@@ -3,12 +3,11 @@
 import http.server
 import json
 import socket
-import socketserver
 import threading
 import time
 import urllib.parse
 
-from .harness import SLOW, ServerTestCase, measure
+from .harness import SLOW, LocalHTTP, ServerTestCase, measure
 
 
 class Upstream:
@@ -90,18 +89,12 @@ class Upstream:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = route
 
-        class Srv(socketserver.ThreadingMixIn, http.server.HTTPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self.httpd = Srv(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.server = LocalHTTP(Handler)
+        self.port = self.server.port
+        self.url = self.server.url("")
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.stop()
 
 
 FETCH = r'''

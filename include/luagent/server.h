@@ -38,6 +38,13 @@ int lg_server_run(const lg_config_t *cfg);
 /** Register the request handler on a host configuration (handlers.c). */
 void lg_handlers_register(h2o_hostconf_t *hostconf);
 
+/* ---- the history routes (history.c) ----
+ * Both return 0 when answered (200), the error status when they answered with an error, or -1 when
+ * the answer comes later (Postgres) and is logged then. */
+struct lg_route;
+int lg_history_list_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
+int lg_history_get_route(h2o_req_t *req, const struct lg_route *route, const char *request_id, lg_buf_t *b);
+
 /* ---- outcomes of executions (outcome.c) ---- */
 
 struct lg_exec;

@@ -1,8 +1,4 @@
 #include "luagent/server.h"
-#include "luagent/store.h"
-#include "luagent/kv.h"
-#include "luagent/jobs.h"
-#include "luagent/bind.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -15,10 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "luagent/bind.h"
 #include "luagent/ids.h"
 #include "luagent/inotify.h"
+#include "luagent/jobs.h"
+#include "luagent/kv.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
+#include "luagent/store.h"
 #include "luagent/worker.h"
 
 static lg_server_t S;

@@ -143,6 +143,10 @@ void lg_pg_free(lg_pg_t *p);
  *  called; *err says why, e.g. database unavailable). */
 lg_pg_req_t *lg_pg_query(lg_pg_t *p, const char *sql, int nparams, const char *const *values, const int *lengths,
                          const int *formats, lg_pg_cb cb, void *data, const char **err);
+/** lg_pg_query with one text parameter and no copies: `sql` and `text` (NUL-terminated) stay the
+ *  caller's and must stay alive until the callback has run or the request is cancelled (for large
+ *  values sent often: the execution recorder's batches). */
+lg_pg_req_t *lg_pg_query_text(lg_pg_t *p, const char *sql, const char *text, lg_pg_cb cb, void *data, const char **err);
 /** Forget a request: its callback will not be called. A query already sent runs to completion on
  *  the server and its result is discarded. */
 void lg_pg_cancel(lg_pg_req_t *r);

@@ -52,7 +52,7 @@ struct lg_pg_req {
     void *data;
     PGresult *res; /* the query's latest result, until its sync point */
     int nparams;
-    char *sql;
+    const char *sql;
     const char **values;
     int *lengths, *formats;
     /* sql, values and lengths live in the same allocation after this struct */
@@ -761,9 +761,21 @@ void lg_pg_free(lg_pg_t *p)
     free(p);
 }
 
+/* borrow: the SQL and the values stay the caller's (alive until the callback or a cancel), only the
+ * pointer arrays are made here */
 static lg_pg_req_t *req_new(lg_pg_t *p, req_kind_t kind, const char *sql, int nparams, const char *const *values,
-                            const int *lengths, const int *formats)
+                            const int *lengths, const int *formats, int borrow)
 {
+    if (borrow) {
+        lg_pg_req_t *r = calloc(1, sizeof(*r) + (size_t)nparams * sizeof(char *));
+        r->p = p;
+        r->kind = kind;
+        r->nparams = nparams;
+        r->sql = sql;
+        r->values = (const char **)(r + 1);
+        memcpy(r->values, values, (size_t)nparams * sizeof(char *));
+        return r;
+    }
     size_t sqllen = sql != NULL ? strlen(sql) + 1 : 0, extra = sqllen;
     size_t *lens = nparams > 0 ? calloc((size_t)nparams, sizeof(size_t)) : NULL;
     for (int i = 0; i < nparams; i++)
@@ -824,8 +836,8 @@ static int bad_params(int nparams, const char **err)
     return 0;
 }
 
-lg_pg_req_t *lg_pg_query(lg_pg_t *p, const char *sql, int nparams, const char *const *values, const int *lengths,
-                         const int *formats, lg_pg_cb cb, void *data, const char **err)
+static lg_pg_req_t *query(lg_pg_t *p, const char *sql, int nparams, const char *const *values, const int *lengths,
+                          const int *formats, lg_pg_cb cb, void *data, const char **err, int borrow)
 {
     const char *why = refuse(p);
     if (why != NULL || bad_params(nparams, err)) {
@@ -833,7 +845,7 @@ lg_pg_req_t *lg_pg_query(lg_pg_t *p, const char *sql, int nparams, const char *c
             *err = why;
         return NULL;
     }
-    lg_pg_req_t *r = req_new(p, R_QUERY, sql, nparams, values, lengths, formats);
+    lg_pg_req_t *r = req_new(p, R_QUERY, sql, nparams, values, lengths, formats, borrow);
     r->cb = cb;
     r->data = data;
     lg_pg_conn_t *c = p->qhead == NULL ? pick(p, r) : NULL;
@@ -846,6 +858,17 @@ lg_pg_req_t *lg_pg_query(lg_pg_t *p, const char *sql, int nparams, const char *c
     return r;
 }
 
+lg_pg_req_t *lg_pg_query(lg_pg_t *p, const char *sql, int nparams, const char *const *values, const int *lengths,
+                         const int *formats, lg_pg_cb cb, void *data, const char **err)
+{
+    return query(p, sql, nparams, values, lengths, formats, cb, data, err, 0);
+}
+
+lg_pg_req_t *lg_pg_query_text(lg_pg_t *p, const char *sql, const char *text, lg_pg_cb cb, void *data, const char **err)
+{
+    return query(p, sql, 1, &text, NULL, NULL, cb, data, err, 1);
+}
+
 lg_pg_req_t *lg_pg_acquire(lg_pg_t *p, lg_pg_acquire_cb cb, void *data, const char **err)
 {
     const char *why = refuse(p);
@@ -853,7 +876,7 @@ lg_pg_req_t *lg_pg_acquire(lg_pg_t *p, lg_pg_acquire_cb cb, void *data, const ch
         *err = why;
         return NULL;
     }
-    lg_pg_req_t *r = req_new(p, R_ACQUIRE, NULL, 0, NULL, NULL, NULL);
+    lg_pg_req_t *r = req_new(p, R_ACQUIRE, NULL, 0, NULL, NULL, NULL, 0);
     r->acb = cb;
     r->data = data;
     queue_push(p, r);
@@ -871,7 +894,7 @@ lg_pg_req_t *lg_pg_conn_query(lg_pg_conn_t *c, const char *sql, int nparams, con
     }
     if (bad_params(nparams, err))
         return NULL;
-    lg_pg_req_t *r = req_new(c->p, R_QUERY, sql, nparams, values, lengths, formats);
+    lg_pg_req_t *r = req_new(c->p, R_QUERY, sql, nparams, values, lengths, formats, 0);
     r->cb = cb;
     r->data = data;
     conn_send(c, r);
@@ -911,7 +934,7 @@ void lg_pg_release(lg_pg_conn_t *c)
     }
     if (ts != PQTRANS_IDLE || c->inflight > 0) {
         /* pipelined behind whatever is still running: no one else's statement can come before it */
-        lg_pg_req_t *r = req_new(c->p, R_QUERY, "ROLLBACK", 0, NULL, NULL, NULL);
+        lg_pg_req_t *r = req_new(c->p, R_QUERY, "ROLLBACK", 0, NULL, NULL, NULL, 0);
         conn_send(c, r);
     }
     if (c->p->qhead != NULL)

@@ -266,8 +266,7 @@ static int send_text(lg_recorder_t *rc)
 {
     lg_pg_t *pg = lg_rt_pg(rc->rt);
     const char *err = "libpq is not available";
-    const char *params[1] = {rc->text.data};
-    if (pg != NULL && (rc->req = lg_pg_query(pg, INSERT_SQL, 1, params, NULL, NULL, on_batch, rc, &err)) != NULL)
+    if (pg != NULL && (rc->req = lg_pg_query_text(pg, INSERT_SQL, rc->text.data, on_batch, rc, &err)) != NULL)
         return 0;
     went_away(rc, err);
     return -1;

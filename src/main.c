@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "luagent/agents.h"
+#include "luagent/auth.h"
 #include "luagent/bind.h"
 #include "luagent/config.h"
 #include "luagent/json.h"
@@ -23,6 +24,8 @@ static void usage(FILE *out)
                  "  check [DIR]                            load and validate every agent (exit 1 on errors)\n"
                  "  config                                 print the effective settings (secrets redacted)\n"
                  "  migrate                                apply the database migrations (DATABASE_URL)\n"
+                 "  keys create --name NAME --role viewer|operator|admin [--rate-limit N/min] [--expires DAYS]\n"
+                 "  keys list | keys revoke ID             API keys (in Postgres, or LUAGENT_API_KEYS_FILE)\n"
                  "  version                                print the version\n\n"
                  "Settings come from the environment and ./.env (see .env.example).\n");
 }
@@ -177,6 +180,87 @@ static int cmd_migrate(const lg_config_t *cfg)
     return 0;
 }
 
+/* "600/min", "10/s", "1000/hour" -> limit and window */
+static int parse_rate(const char *s, int *limit, int *window)
+{
+    char unit[16];
+    if (sscanf(s, "%d/%15s", limit, unit) != 2 || *limit < 1)
+        return -1;
+    *window = !strcmp(unit, "s") || !strcmp(unit, "sec") ? 1 : !strcmp(unit, "min") ? 60 : !strcmp(unit, "hour") || !strcmp(unit, "h") ? 3600 : 0;
+    return *window ? 0 : -1;
+}
+
+static int cmd_keys(const lg_config_t *cfg, int argc, char **argv)
+{
+    char err[512];
+    if (cfg->database_url == NULL && cfg->api_keys_file == NULL) {
+        fprintf(stderr, "luagent keys: keys live in Postgres (DATABASE_URL) or a file (LUAGENT_API_KEYS_FILE); neither is set\n");
+        return 2;
+    }
+    int applied;
+    if (cfg->database_url != NULL && lg_migrate(cfg->database_url, &applied, err, sizeof(err)) != 0) {
+        fprintf(stderr, "luagent keys: %s\n", err);
+        return 1;
+    }
+    const char *sub = argc > 0 ? argv[0] : "list";
+    if (strcmp(sub, "create") == 0) {
+        const char *name = NULL, *role = NULL;
+        int rate = 0, window = 0, days = 0;
+        for (int i = 1; i + 1 < argc; i += 2) {
+            if (!strcmp(argv[i], "--name"))
+                name = argv[i + 1];
+            else if (!strcmp(argv[i], "--role"))
+                role = argv[i + 1];
+            else if (!strcmp(argv[i], "--rate-limit") && parse_rate(argv[i + 1], &rate, &window) == 0)
+                continue;
+            else if (!strcmp(argv[i], "--expires") && (days = atoi(argv[i + 1])) > 0)
+                continue;
+            else {
+                fprintf(stderr, "luagent keys create: bad option %s %s\n", argv[i], argv[i + 1]);
+                return 2;
+            }
+        }
+        lg_role_t r = role ? lg_role_parse(role, strlen(role)) : LG_ROLE_NONE;
+        if (name == NULL || r == LG_ROLE_NONE) {
+            fprintf(stderr, "luagent keys create: --name NAME and --role viewer|operator|admin are required\n");
+            return 2;
+        }
+        char key[LG_KEY_LEN + 1], id[40];
+        if (lg_keys_create(cfg, name, r, rate, window, days, key, id, err, sizeof(err)) != 0) {
+            fprintf(stderr, "luagent keys create: %s\n", err);
+            return 1;
+        }
+        printf("{\"id\":\"%s\",\"key\":\"%s\",\"role\":\"%s\"}\n", id, key, lg_role_name(r));
+        return 0;
+    }
+    if (strcmp(sub, "revoke") == 0 && argc == 2) {
+        int rc = lg_keys_revoke(cfg, argv[1], err, sizeof(err));
+        if (rc < 0)
+            fprintf(stderr, "luagent keys revoke: %s\n", err);
+        else if (rc == 0)
+            fprintf(stderr, "luagent keys revoke: no key %s\n", argv[1]);
+        else
+            printf("revoked %s\n", argv[1]);
+        return rc == 1 ? 0 : 1;
+    }
+    if (strcmp(sub, "list") == 0) {
+        lg_config_t c = *cfg;
+        c.auth = LG_AUTH_OFF; /* listing never creates the first admin key */
+        if (lg_keys_init(&c, err, sizeof(err)) != 0) {
+            fprintf(stderr, "luagent keys list: %s\n", err);
+            return 1;
+        }
+        lg_buf_t b = {0};
+        lg_keys_list_json(&b);
+        printf("%s\n", b.data);
+        lg_buf_free(&b);
+        lg_keys_shutdown();
+        return 0;
+    }
+    fprintf(stderr, "luagent keys: create | list | revoke ID\n");
+    return 2;
+}
+
 int main(int argc, char **argv)
 {
     const char *cmd = argc > 1 ? argv[1] : "serve";
@@ -202,6 +286,8 @@ int main(int argc, char **argv)
         rc = cmd_run(&cfg, argc - 2, argv + 2);
     else if (strcmp(cmd, "check") == 0)
         rc = cmd_check(&cfg, argc > 2 ? argv[2] : cfg.agents_dir);
+    else if (strcmp(cmd, "keys") == 0)
+        rc = cmd_keys(&cfg, argc - 2, argv + 2);
     else if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&cfg);
     else if (strcmp(cmd, "config") == 0)

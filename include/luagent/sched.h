@@ -84,6 +84,7 @@ struct lg_exec {
     int recording;              /* a record is kept (store.h): task and events are collected */
     int async;                  /* runs from the job queue (mode "async" in its record) */
     enum { LG_CACHE_NONE = 0, LG_CACHE_MISS, LG_CACHE_HIT } cache; /* the result cache's answer */
+    int user_role;              /* the caller's role (auth.h lg_role_t), 0 when auth is off */
     unsigned nevents, events_dropped;
     /* --- not cleared when the struct is recycled (lg_exec_new resets what it must) --- */
     char id[LG_UUID_LEN + 1];   /* set by lg_exec_launch unless the owner set it before */
@@ -91,6 +92,7 @@ struct lg_exec {
     char agent[128];
     char request_id[72];
     char parent_id[LG_UUID_LEN + 1];
+    char user_id[40];           /* the caller: an API key's id ("" when auth is off) */
     lg_buf_t rec;               /* "task":…,"context":… encoded at launch (recording only) */
     lg_buf_t events;            /* the task history so far: event objects joined by commas */
 };

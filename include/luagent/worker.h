@@ -27,6 +27,7 @@ struct lg_worker {
     lg_buf_t scratch; /* reply bodies are built here, then copied into the request by h2o */
     struct lg_link *links;   /* HTTP executions in flight (handlers.c) */
     lg_timer_t client_watch; /* looks for clients that went away (handlers.c) */
+    struct lg_auth_entry *auth_cache; /* API keys checked recently (handlers.c) */
     size_t jobs_running;     /* async executions running here (jobs.c) */
     struct job *jobs;        /* ... and their list */
     struct lg_redis *jobs_conn;          /* REDIS_URL: this worker's stream reader (jobs.c) */

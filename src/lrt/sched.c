@@ -96,12 +96,12 @@ static int ctx_index(lua_State *L)
     else if (strcmp(k, "deadline_ms") == 0)
         lua_pushnumber(L, (lua_Number)e->deadline_epoch_ms);
     else if (strcmp(k, "user") == 0) {
+        static const char *const roles[] = {"admin", "viewer", "operator", "admin"}; /* 0: auth off */
         lua_createtable(L, 0, 2);
-        lua_pushliteral(L, "anonymous");
+        lua_pushstring(L, e->user_role ? e->user_id : "anonymous");
         lua_setfield(L, -2, "id");
-        lua_pushliteral(L, "admin");
-        lua_setfield(L, -2, "role");
-    } else if (strcmp(k, "session") == 0)
+        lua_pushstring(L, roles[e->user_role & 3]);
+        lua_setfield(L, -2, "role");    } else if (strcmp(k, "session") == 0)
         lg_bind_push_session(L, 1);
     else
         return 0;
@@ -250,7 +250,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
         rt->free_execs = e->next;
         rt->nfree_execs--;
         memset(e, 0, offsetof(lg_exec_t, id));
-        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = e->parent_id[0] = '\0';
+        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = e->parent_id[0] = e->user_id[0] = '\0';
         lg_buf_reset(&e->rec);
         lg_buf_reset(&e->events);
     } else if ((e = calloc(1, sizeof(*e))) == NULL) {

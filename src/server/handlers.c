@@ -2,6 +2,7 @@
  * (the job queue, jobs.c) and Idempotency-Key; the history routes are in history.c. */
 #include <errno.h>
 #include <lauxlib.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "luagent/agents.h"
+#include "luagent/auth.h"
 #include "luagent/ids.h"
 #include "luagent/jobs.h"
 #include "luagent/json.h"
@@ -603,7 +605,8 @@ static int idem_claim(start_t *s)
     return status;
 }
 
-static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns)
+static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns,
+                      const lg_principal_t *who)
 {
     lg_worker_t *w = lg_worker_of(req);
     const lg_config_t *cfg = w->server->cfg;
@@ -639,6 +642,10 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     }
     memcpy(s.request_id, request_id, strlen(request_id) + 1);
     memcpy(s.e->request_id, request_id, strlen(request_id) + 1);
+    if (who->role != LG_ROLE_NONE) {
+        s.e->user_role = (int)who->role;
+        memcpy(s.e->user_id, who->id, sizeof(s.e->user_id));
+    }
     if (err == NULL && s.e->recording)
         lg_record_begin_text(s.e, req->entity.base, spans);
     if (err == NULL && (s.idem_len = idem_key(req, s.name, s.namelen, s.idem)) < 0)
@@ -698,6 +705,107 @@ static void ready_json(lg_worker_t *w, lg_buf_t *b)
     lg_buf_lit(b, "}}");
 }
 
+/* ---- authentication and roles ----
+ * The route decides the role it needs (README: the route x role matrix); the credential is an API
+ * key in `Authorization: Bearer` or `X-API-Key`. Each worker keeps the keys it checked recently in
+ * a small direct-mapped cache (compared in constant time), so a request costs no SHA-256 and no
+ * lock; an entry lives 10 s and dies at once when the key table changes (a revocation). */
+
+#define AUTH_CACHE 64
+#define AUTH_CACHE_MS 10000
+
+typedef struct lg_auth_entry {
+    uint64_t h, gen, until_ms;
+    char key[LG_KEY_LEN];
+    lg_principal_t p;
+} lg_auth_entry_t;
+
+static lg_role_t route_role(lg_route_id_t id)
+{
+    switch (id) {
+    case LG_ROUTE_HEALTH:
+    case LG_ROUTE_READY:
+    case LG_ROUTE_INFO:
+    case LG_ROUTE_NOT_FOUND:
+        return LG_ROLE_NONE;
+    case LG_ROUTE_AGENTS:
+    case LG_ROUTE_AGENT:
+    case LG_ROUTE_EXECUTIONS:
+    case LG_ROUTE_EXECUTION:
+        return LG_ROLE_VIEWER;
+    case LG_ROUTE_AGENT_EXECUTE:
+    case LG_ROUTE_EXECUTE:
+        return LG_ROLE_OPERATOR;
+    }
+    return LG_ROLE_ADMIN;
+}
+
+static int credential(h2o_req_t *req, const char **s, size_t *n)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (v.len > 7 && h2o_lcstris(v.base, 7, H2O_STRLIT("bearer ")))
+            *s = v.base + 7, *n = v.len - 7;
+        else
+            *s = v.base, *n = 0; /* another scheme: a credential we cannot use */
+        return 1;
+    }
+    if ((i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-api-key"), -1)) >= 0) {
+        *s = req->headers.entries[i].value.base;
+        *n = req->headers.entries[i].value.len;
+        return 1;
+    }
+    return 0;
+}
+
+static int key_valid(lg_worker_t *w, const char *key, size_t n, lg_principal_t *p)
+{
+    if (n != LG_KEY_LEN)
+        return 0;
+    uint64_t h = 1469598103934665603ull, gen = lg_keys_generation(), now = lg_now_mono_ms();
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    if (w->auth_cache == NULL)
+        w->auth_cache = calloc(AUTH_CACHE, sizeof(lg_auth_entry_t));
+    lg_auth_entry_t *c = &w->auth_cache[h % AUTH_CACHE];
+    if (c->h == h && c->gen == gen && now < c->until_ms && CRYPTO_memcmp(c->key, key, LG_KEY_LEN) == 0) {
+        *p = c->p;
+        return 1;
+    }
+    if (!lg_keys_lookup(key, n, p))
+        return 0;
+    c->h = h, c->gen = gen, c->until_ms = now + AUTH_CACHE_MS, c->p = *p;
+    memcpy(c->key, key, LG_KEY_LEN);
+    return 1;
+}
+
+/* 0 when the request may go on (*p: who it is), else the status answered (401 or 403). */
+static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char *request_id, lg_principal_t *p)
+{
+    memset(p, 0, sizeof(*p));
+    if (need == LG_ROLE_NONE || w->server->cfg->auth == LG_AUTH_OFF)
+        return 0;
+    const char *s;
+    size_t n;
+    if (!credential(req, &s, &n) || !key_valid(w, s, n, p)) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
+        lg_reply_error(req, 401, "unauthenticated",
+                       credential(req, &s, &n) ? "the credential is not a valid API key (unknown, revoked or expired)"
+                                               : "this route needs a credential: Authorization: Bearer <API key> or X-API-Key",
+                       request_id);
+        return 401;
+    }
+    if (p->role < need) {
+        char m[128];
+        snprintf(m, sizeof(m), "this route needs the %s role; the credential has %s", lg_role_name(need),
+                 lg_role_name(p->role));
+        lg_reply_error(req, 403, "forbidden", m, request_id);
+        return 403;
+    }
+    return 0;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     uint64_t start_ns = lg_now_mono_ns();
@@ -706,6 +814,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     lg_request_id(req, request_id);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    lg_principal_t who;
     int status = 200;
     lg_buf_t *b = &w->scratch;
     lg_buf_reset(b);
@@ -718,7 +827,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         char m[96];
         snprintf(m, sizeof(m), "this route accepts %s", route.allow);
         lg_reply_error(req, 405, "method_not_allowed", m, request_id);
+    } else if ((status = authorize(req, w, route_role(route.id), request_id, &who)) != 0) {
+        /* answered */
     } else {
+        status = 200;
         switch (route.id) {
         case LG_ROUTE_HEALTH:
             lg_buf_lit(b, "{\"status\":\"ok\"}");
@@ -763,7 +875,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
             break;
         case LG_ROUTE_AGENT_EXECUTE:
         case LG_ROUTE_EXECUTE:
-            status = on_execute(req, &route, request_id, start_ns);
+            status = on_execute(req, &route, request_id, start_ns, &who);
             if (status == 0)
                 return 0;
             break;

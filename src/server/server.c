@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "luagent/auth.h"
 #include "luagent/bind.h"
 #include "luagent/ids.h"
 #include "luagent/inotify.h"
@@ -155,8 +156,13 @@ int lg_server_run(const lg_config_t *cfg)
         lg_log(LG_LOG_WARN, "LUAGENT_PROVIDERS_DIR '%s' is not a directory: luagent.ai has no providers", cfg->providers_dir);
     lg_registry_scan(LG_SCRIPT_PROVIDER);
 
+    char err0[512];
     if (cfg->database_url != NULL && start_database(cfg) != 0)
         return 2;
+    if (lg_keys_init(cfg, err0, sizeof(err0)) != 0) {
+        fprintf(stderr, "luagent: %s\n", err0);
+        return 2;
+    }
     lg_history_init((size_t)cfg->history_size);
     lg_cache_init();
 
@@ -209,6 +215,7 @@ int lg_server_run(const lg_config_t *cfg)
     for (int i = 0; i < S.nworkers; i++) {
         lg_worker_t *w = &S.workers[i];
         lg_jobs_dispose(w);
+        free(w->auth_cache);
         lg_recorder_free(w->rt.recorder); /* what is not written yet goes to the spill file */
         w->rt.recorder = NULL;
         lg_rt_dispose(&w->rt);
@@ -218,6 +225,7 @@ int lg_server_run(const lg_config_t *cfg)
         close(ifd);
     lg_registry_dispose();
     lg_history_free();
+    lg_keys_shutdown();
     lg_kv_free();
     lg_jobs_free();
     lg_log(LG_LOG_INFO, "stopped");

@@ -191,7 +191,14 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
         lg_buf_fixed3(&b, e->duration_ms);
     else
         lg_buf_lit(&b, "null");
-    lg_buf_lit(&b, ",\"user\":null");
+    if (e->user_role) { /* {"id","role"} of the caller (auth.h's role names) */
+        static const char *const roles[] = {"none", "viewer", "operator", "admin"};
+        lg_buf_lit(&b, ",\"user\":{\"id\":\"");
+        lg_buf_append(&b, e->user_id, strlen(e->user_id));
+        lg_buf_printf(&b, "\",\"role\":\"%s\"}", roles[e->user_role & 3]);
+    } else {
+        lg_buf_lit(&b, ",\"user\":null");
+    }
     put_id_or_null(&b, LG_STRLIT(",\"parent_id\":"), e->parent_id);
     put_id_or_null(&b, LG_STRLIT(",\"request_id\":"), e->request_id);
     put_ts(&b, LG_STRLIT(",\"created_at\":"), e->created_ms);

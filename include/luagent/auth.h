@@ -1,0 +1,63 @@
+/**
+ * auth.h - API keys and roles (DESIGN §5, "who may call what").
+ *
+ * Keys are "lg_" + 43 URL-safe characters (32 random bytes from RAND_bytes). Only their SHA-256 is
+ * stored: in Postgres's api_keys table when DATABASE_URL is set, else in the file named by
+ * LUAGENT_API_KEYS_FILE (one key per line: id, role, sha256, created, expires, name; tab-separated),
+ * else in memory only. The key table is process-wide (any worker checks any key) behind a
+ * read-write lock; a background thread reloads it every 2 s from Postgres or the file, so keys
+ * created or revoked on another replica (or with `luagent keys`) take effect within that time;
+ * with Postgres, last-use times are written back in the same pass.
+ *
+ * Roles are ordered: viewer < operator < admin. A key may also carry a rate limit and an expiry.
+ */
+#ifndef LUAGENT_AUTH_H
+#define LUAGENT_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "luagent/buf.h"
+#include "luagent/config.h"
+
+typedef enum { LG_ROLE_NONE = 0, LG_ROLE_VIEWER, LG_ROLE_OPERATOR, LG_ROLE_ADMIN } lg_role_t;
+
+#define LG_KEY_LEN 46 /* "lg_" + 43 */
+
+typedef struct lg_principal {
+    lg_role_t role;
+    char id[40];    /* the key's id (a UUID), or a JWT's subject */
+    char name[64];
+    int rate_limit, rate_window_s; /* 0: none of its own */
+} lg_principal_t;
+
+const char *lg_role_name(lg_role_t r);
+/** LG_ROLE_NONE when `s` names no role. */
+lg_role_t lg_role_parse(const char *s, size_t len);
+
+/** Load the key table (Postgres, the keys file, or nothing). With LUAGENT_AUTH=required and no key
+ *  at all, create an admin key, print "admin API key: lg_..." once on stdout, and keep only its
+ *  hash. Starts the reload thread when the keys live in Postgres. Blocking: main thread, before
+ *  the workers. 0, or -1 with err. */
+int lg_keys_init(const lg_config_t *cfg, char *err, size_t errlen);
+/** Stop the reload thread and free the table. */
+void lg_keys_shutdown(void);
+
+/** The principal of `key` when it is a valid key (known, not revoked, not expired): 1, else 0.
+ *  Thread-safe; its cost is one SHA-256 and a hash lookup (callers cache). */
+int lg_keys_lookup(const char *key, size_t len, lg_principal_t *out);
+/** Changes each time the table does (a revocation must reach callers' caches). */
+uint64_t lg_keys_generation(void);
+
+/** Make a key (CLI and admin route): its text (shown once) in key_out[LG_KEY_LEN + 1] and its id.
+ *  rate_limit 0: none; expires_days 0: never. Stored where the table lives. 0, or -1 with err. */
+int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int rate_limit, int rate_window_s,
+                   int expires_days, char *key_out, char *id_out, char *err, size_t errlen);
+/** Revoke the key `id`: 1 revoked, 0 no such key, -1 error. */
+int lg_keys_revoke(const lg_config_t *cfg, const char *id, char *err, size_t errlen);
+/** Append the keys as a JSON array (id, name, role, prefix, created_at, expires_at, last_used_at,
+ *  rate_limit, revoked): never hashes. */
+void lg_keys_list_json(lg_buf_t *out);
+
+#endif

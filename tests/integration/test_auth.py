@@ -1,0 +1,152 @@
+"""API keys and roles: the first admin key, the route x role matrix, `luagent keys`, revocation,
+expiry, and who the caller is inside an execution and in its record."""
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+
+from .harness import BIN, SLOW, ServerTestCase, base_env
+
+WHO = r'''
+return { execute = function(task, ctx) return {id = ctx.user.id, role = ctx.user.role} end }
+'''
+
+KEY_RE = re.compile(r"^lg_[A-Za-z0-9_-]{43}$")
+
+
+def keys_cli(keys_file, *args):
+    out = subprocess.run([str(BIN), "keys", *args], env=base_env({"LUAGENT_API_KEYS_FILE": keys_file}),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
+    return out
+
+
+class AuthTests(ServerTestCase):
+    AGENTS = {"who": WHO}
+    FIXTURES = ("echo",)
+    WORKERS = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
+        cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file}
+        super().setUpClass()
+        out = open(cls.server.out_path).read()
+        m = re.search(r"^admin API key: (\S+)$", out, re.M)
+        assert m, f"no admin key printed on stdout: {out!r}"
+        cls.admin = m.group(1)
+        cls.keys = {"admin": cls.admin}
+        for role in ("viewer", "operator"):
+            r = keys_cli(cls.keys_file, "create", "--name", f"test {role}", "--role", role)
+            assert r.returncode == 0, r.stderr
+            cls.keys[role] = json.loads(r.stdout)["key"]
+
+    def get(self, path, key=None, header="Authorization"):
+        h = {}
+        if key is not None:
+            h[header] = f"Bearer {key}" if header == "Authorization" else key
+        return self.server.request("GET", path, headers=h)
+
+    def post(self, path, key=None, body=None):
+        h = {"Authorization": f"Bearer {key}"} if key else {}
+        return self.server.request("POST", path, body=body or {"task": {"a": 1}}, headers=h)
+
+    def wait_key(self, key):
+        """Keys made by the CLI reach the server within its reload period."""
+        _, _, ok = self.poll(lambda: self.get("/api/v1/agents", key).status, lambda s: s == 200, timeout=6)
+        self.assertTrue(ok, self.ctx_msg(extra="a key made with `luagent keys create` never worked"))
+
+    def test_first_admin_key(self):
+        self.assertRegex(self.admin, KEY_RE)
+        text = open(self.keys_file).read()
+        self.assertNotIn(self.admin, text, "the key itself is never stored")
+        self.assertNotIn(self.admin, self.server.log_text(), "the key is never logged")
+        self.assertEqual(200, self.get("/api/v1/agents", self.admin).status)
+        self.assertEqual(200, self.get("/api/v1/agents", self.admin, header="X-API-Key").status)
+
+    def test_route_role_matrix(self):
+        for role in ("viewer", "operator"):
+            self.wait_key(self.keys[role])
+        ex = self.post("/api/v1/agents/echo/execute", self.admin).body["execution_id"]
+        routes = [  # method, path, the weakest role allowed (None: public)
+            ("GET", "/health", None), ("GET", "/ready", None), ("GET", "/info", None),
+            ("GET", "/api/v1/agents", "viewer"), ("GET", "/api/v1/agents/echo", "viewer"),
+            ("GET", "/api/v1/executions", "viewer"), ("GET", f"/api/v1/executions/{ex}", "viewer"),
+            ("POST", "/api/v1/agents/echo/execute", "operator"), ("POST", "/api/v1/agent/execute", "operator"),
+        ]
+        order = ["viewer", "operator", "admin"]
+        for method, path, need in routes:
+            body = {"task": {"a": 1}, "agent": "echo"} if method == "POST" else None
+            for cred in (None, "lg_" + "x" * 43, "not-a-key", *order):
+                with self.subTest(method=method, path=path, cred=cred):
+                    key = self.keys.get(cred, cred)
+                    h = {"Authorization": f"Bearer {key}"} if key else {}
+                    r = self.server.request(method, path, body=body, headers=h)
+                    if need is None:
+                        expect = 200
+                    elif cred not in order:
+                        expect = 401
+                    else:
+                        expect = 200 if order.index(cred) >= order.index(need) else 403
+                    self.assertEqual(expect, r.status, self.ctx_msg(r))
+                    if expect == 401:
+                        self.assertError(r, 401, "unauthenticated")
+                        self.assertEqual("Bearer", r.headers.get("www-authenticate"))
+                    if expect == 403:
+                        err = self.assertError(r, 403, "forbidden")
+                        self.assertIn(need, err["message"])
+
+    def test_caller_inside_the_execution_and_its_record(self):
+        self.wait_key(self.keys["operator"])
+        listed = json.loads(keys_cli(self.keys_file, "list").stdout)
+        op = [k for k in listed if k["name"] == "test operator"][0]
+        r = self.post("/api/v1/agents/who/execute", self.keys["operator"])
+        body = self.assertOk(r)
+        self.assertEqual({"id": op["id"], "role": "operator"}, body["result"])
+        rec = self.get(f"/api/v1/executions/{body['execution_id']}", self.admin).body
+        self.assertEqual({"id": op["id"], "role": "operator"}, rec["user"])
+
+    def test_revoked_key_stops_working(self):
+        r = keys_cli(self.keys_file, "create", "--name", "short-lived", "--role", "operator")
+        self.assertEqual(0, r.returncode, r.stderr)
+        made = json.loads(r.stdout)
+        self.wait_key(made["key"])
+        self.assertEqual(200, self.post("/api/v1/agents/echo/execute", made["key"]).status)
+        r = keys_cli(self.keys_file, "revoke", made["id"])
+        self.assertEqual(0, r.returncode, r.stderr)
+        _, secs, ok = self.poll(lambda: self.post("/api/v1/agents/echo/execute", made["key"]).status,
+                                lambda s: s == 401, timeout=6)
+        self.assertTrue(ok, self.ctx_msg(extra="a revoked key still works"))
+        self.assertNotEqual(0, keys_cli(self.keys_file, "revoke", made["id"]).returncode, "revoked twice")
+
+    def test_expired_key(self):
+        r = keys_cli(self.keys_file, "create", "--name", "expiring", "--role", "viewer", "--expires", "1")
+        made = json.loads(r.stdout)
+        self.wait_key(made["key"])
+        # move its expiry into the past in the file (as time would)
+        lines = open(self.keys_file).read().splitlines(True)
+        with open(self.keys_file + ".new", "w") as f:
+            for line in lines:
+                if line.startswith(made["id"]):
+                    parts = line.split("\t")
+                    parts[4] = str(int(time.time() * 1000) - 1000)
+                    line = "\t".join(parts)
+                f.write(line)
+        os.replace(self.keys_file + ".new", self.keys_file)
+        _, _, ok = self.poll(lambda: self.get("/api/v1/agents", made["key"]).status, lambda s: s == 401, timeout=6)
+        self.assertTrue(ok, self.ctx_msg(extra="an expired key still works"))
+
+    def test_cli_errors(self):
+        r = keys_cli(self.keys_file, "create", "--name", "x", "--role", "root")
+        self.assertEqual(2, r.returncode)
+        self.assertIn("--role", r.stderr)
+        out = subprocess.run([str(BIN), "keys", "list"], env=base_env({}), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        self.assertEqual(2, out.returncode)
+        self.assertIn("LUAGENT_API_KEYS_FILE", out.stderr)
+        listed = keys_cli(self.keys_file, "list").stdout
+        for key in self.keys.values():
+            self.assertNotIn(key, listed, "a listing never shows keys")

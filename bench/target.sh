@@ -6,6 +6,9 @@
 #   history     every execution recorded in the in-memory history (the default without DATABASE_URL)
 #   recording   every execution recorded to PostgreSQL (and the in-memory history): a PostgreSQL 15
 #               is started here in BENCH_WORKDIR, on the load core
+#   apikey      authentication on, BENCH_AUTH's API key ("Bearer lg_" + 43 URL-safe characters, e.g.
+#               BENCH_AUTH="Bearer lg_$(head -c 33 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-43)")
+#               provisioned as an operator key (its SHA-256 in a keys file)
 set -euo pipefail
 PORT=${1:?usage: bench/target.sh PORT}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +18,7 @@ fi
 WORK=${BENCH_WORKDIR:-/tmp}
 export LUAGENT_LISTEN=127.0.0.1:$PORT LUAGENT_WORKERS=1 LUAGENT_AUTH=off LUAGENT_LOG_LEVEL=warn
 export LUAGENT_AGENTS_DIR=${BENCH_AGENTS_DIR:-$ROOT/agents} LUAGENT_PROVIDERS_DIR=$ROOT/providers
+unset LUAGENT_API_KEYS_FILE
 export OPENAI_BASE_URL=${UPSTREAM_URL:-http://127.0.0.1:18081}/v1 LUAGENT_DEFAULT_MODEL=gpt-4o-mini
 export LUAGENT_HISTORY_SIZE=0
 
@@ -42,6 +46,12 @@ case "${BENCH_VARIANT:-}" in
   accesslog) export LUAGENT_LOG_LEVEL=info ;;
   history) unset LUAGENT_HISTORY_SIZE ;;
   recording) unset LUAGENT_HISTORY_SIZE; start_postgres ;;
+  apikey)
+    key=${BENCH_AUTH#Bearer }
+    [[ $key =~ ^lg_[A-Za-z0-9_-]{43}$ ]] || { echo "bench/target.sh: apikey needs BENCH_AUTH='Bearer lg_...'" >&2; exit 2; }
+    export LUAGENT_AUTH=required LUAGENT_API_KEYS_FILE=$WORK/api_keys
+    printf '%s\toperator\t%s\t0\t0\t0\t0\t0\tbench\n' "$(cat /proc/sys/kernel/random/uuid)" \
+      "$(printf %s "$key" | sha256sum | cut -c1-64)" >"$LUAGENT_API_KEYS_FILE" ;;
   *) echo "bench/target.sh: unknown BENCH_VARIANT '$BENCH_VARIANT'" >&2; exit 2 ;;
 esac
 cd "$WORK"   # no stray .env

@@ -45,6 +45,15 @@ def _wait_port(port, timeout, proc=None, what="server", log=None):
     raise AssertionError(f"{what} did not listen on {port} within {timeout * SLOW:.0f}s\n{log() if log else ''}")
 
 
+def _traversable_root():
+    """postgres runs as an unprivileged user, who must be able to reach its binaries and /tmp. A root
+    directory without o+x (a scratch root made by `mktemp -d`, as fresh-Debian checks use) stops it;
+    a normal system has 0755 there already, so this changes nothing on one."""
+    st = os.stat("/")
+    if not st.st_mode & 0o001:
+        os.chmod("/", st.st_mode | 0o005)
+
+
 class Postgres:
     USER = "luagent"
 
@@ -59,6 +68,7 @@ class Postgres:
         self.proc = None
         self.run_as = None
         if os.geteuid() == 0:
+            _traversable_root()
             for name in ("postgres", "nobody"):
                 try:
                     pw = pwd.getpwnam(name)
@@ -174,7 +184,7 @@ class Redis:
 
     def start(self):
         logf = open(self.root / "redis.log", "ab")
-        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
+        self.proc = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "-::1",
                                       "--save", "", "--appendonly", "no", "--dir", str(self.root)],
                                      stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()

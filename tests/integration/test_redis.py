@@ -302,7 +302,7 @@ class PasswordRedis(Redis):
     def start(self):
         logf = open(self.root / "redis.log", "ab")
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "-::1", "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--requirepass", self.PASSWORD,
              "--user", self.USER, "on", f">{self.USER_PASSWORD}", "~*", "&*", "+@all"],
             stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)

@@ -468,7 +468,8 @@ static void submit_async(h2o_req_t *req, lg_exec_t *e, const char *name, size_t 
     lg_buf_json_str(&job, name, namelen);
     lg_buf_lit(&job, ",\"request_id\":");
     lg_buf_json_str(&job, e->request_id, strlen(e->request_id));
-    lg_buf_printf(&job, ",\"created_ms\":%llu,\"callback_url\":", (unsigned long long)e->created_ms);
+    lg_buf_printf(&job, ",\"created_ms\":%llu,\"user_role\":%d,\"user_id\":\"%s\",\"callback_url\":",
+                  (unsigned long long)e->created_ms, e->user_role, e->user_id);
     if (callback_url[0] != '\0')
         lg_buf_json_str(&job, callback_url, strlen(callback_url));
     else

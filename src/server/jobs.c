@@ -325,7 +325,12 @@ static int job_decode(lg_exec_t *e, const char *json, size_t len, char *name, si
     *url = u != NULL ? strndup(u, ulen) : NULL;
     lua_getfield(co, 1, "created_ms");
     e->created_ms = (uint64_t)lua_tonumber(co, -1);
-    lua_pop(co, 1);
+    lua_getfield(co, 1, "user_role"); /* the caller who submitted it */
+    e->user_role = (int)lua_tonumber(co, -1) & 3;
+    lua_pop(co, 2);
+    size_t ulen2;
+    const char *uid = str_field(co, 1, "user_id", &ulen2);
+    snprintf(e->user_id, sizeof(e->user_id), "%s", uid && ulen2 < sizeof(e->user_id) ? uid : "");
     lua_getfield(co, 1, "task");
     lua_getfield(co, 1, "context");
     if (lg_json_is_null(co, -1)) {

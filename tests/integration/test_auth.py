@@ -109,6 +109,19 @@ class AuthTests(ServerTestCase):
         rec = self.get(f"/api/v1/executions/{body['execution_id']}", self.admin).body
         self.assertEqual({"id": op["id"], "role": "operator"}, rec["user"])
 
+    def test_async_job_keeps_its_caller(self):
+        self.wait_key(self.keys["operator"])
+        r = self.server.request("POST", "/api/v1/agents/who/execute", body={"task": 1, "options": {"mode": "async"}},
+                                headers={"Authorization": f"Bearer {self.keys['operator']}"})
+        self.assertEqual(202, r.status, self.ctx_msg(r))
+        url = r.body["status_url"]
+        rec, _, ok = self.poll(lambda: self.get(url, self.keys["operator"]).body,
+                               lambda b: isinstance(b, dict) and b.get("status") == "succeeded", timeout=5)
+        self.assertTrue(ok, self.ctx_msg(extra=f"async job did not finish: {rec}"))
+        self.assertEqual("operator", rec["result"]["role"])
+        self.assertEqual(rec["result"]["id"], rec["user"]["id"])
+        self.assertEqual("operator", rec["user"]["role"])
+
     def test_revoked_key_stops_working(self):
         r = keys_cli(self.keys_file, "create", "--name", "short-lived", "--role", "operator")
         self.assertEqual(0, r.returncode, r.stderr)

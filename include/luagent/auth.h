@@ -60,4 +60,17 @@ int lg_keys_revoke(const lg_config_t *cfg, const char *id, char *err, size_t err
  *  rate_limit, revoked): never hashes. */
 void lg_keys_list_json(lg_buf_t *out);
 
+/* ---- rate limits (src/auth/ratelimit.c) ----
+ * GCRA per key: `limit` requests per `window_s`, bursts up to `limit`. Process-wide (one budget for
+ * all workers), behind a lock. */
+typedef struct lg_rate {
+    int allowed;
+    int limit, remaining;
+    unsigned reset_s;       /* until the budget is whole again */
+    unsigned retry_after_s; /* when refused: until the next request is allowed (>= 1) */
+} lg_rate_t;
+
+void lg_rate_check(const char *id, int limit, int window_s, uint64_t now_ms, lg_rate_t *out);
+void lg_rate_free(void);
+
 #endif

@@ -781,7 +781,37 @@ static int key_valid(lg_worker_t *w, const char *key, size_t n, lg_principal_t *
     return 1;
 }
 
-/* 0 when the request may go on (*p: who it is), else the status answered (401 or 403). */
+static void add_int_header(h2o_req_t *req, const char *name, size_t nlen, long v)
+{
+    char num[24];
+    int n = snprintf(num, sizeof(num), "%ld", v);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, nlen, 0, NULL, h2o_strdup(&req->pool, num, (size_t)n).base,
+                          (size_t)n);
+}
+
+/* The key's own limit, else LUAGENT_RATE_LIMIT: RateLimit-* headers on every answer, 429 past it. */
+static int rate_limit(h2o_req_t *req, lg_worker_t *w, const lg_principal_t *p, const char *request_id)
+{
+    const lg_config_t *cfg = w->server->cfg;
+    int limit = p->rate_limit > 0 ? p->rate_limit : cfg->rate_limit;
+    int window = p->rate_limit > 0 ? p->rate_window_s : cfg->rate_limit_window_s;
+    if (limit <= 0 || window <= 0)
+        return 0;
+    lg_rate_t r;
+    lg_rate_check(p->id, limit, window, lg_now_epoch_ms(), &r);
+    add_int_header(req, H2O_STRLIT("ratelimit-limit"), r.limit);
+    add_int_header(req, H2O_STRLIT("ratelimit-remaining"), r.remaining);
+    add_int_header(req, H2O_STRLIT("ratelimit-reset"), r.allowed ? (long)r.reset_s : (long)r.retry_after_s);
+    if (r.allowed)
+        return 0;
+    add_int_header(req, H2O_STRLIT("retry-after"), r.retry_after_s);
+    char m[128];
+    snprintf(m, sizeof(m), "rate limit of %d requests per %d s reached: retry in %u s", limit, window, r.retry_after_s);
+    lg_reply_error(req, 429, "rate_limited", m, request_id);
+    return 429;
+}
+
+/* 0 when the request may go on (*p: who it is), else the status answered (401, 403 or 429). */
 static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char *request_id, lg_principal_t *p)
 {
     memset(p, 0, sizeof(*p));
@@ -804,7 +834,7 @@ static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char 
         lg_reply_error(req, 403, "forbidden", m, request_id);
         return 403;
     }
-    return 0;
+    return rate_limit(req, w, p, request_id);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)

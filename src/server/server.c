@@ -226,6 +226,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_registry_dispose();
     lg_history_free();
     lg_keys_shutdown();
+    lg_rate_free();
     lg_kv_free();
     lg_jobs_free();
     lg_log(LG_LOG_INFO, "stopped");

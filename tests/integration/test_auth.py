@@ -163,3 +163,48 @@ class AuthTests(ServerTestCase):
         listed = keys_cli(self.keys_file, "list").stdout
         for key in self.keys.values():
             self.assertNotIn(key, listed, "a listing never shows keys")
+
+
+class RateLimitTests(ServerTestCase):
+    """Per-key limits (GCRA), shared by all workers: the key's own, else LUAGENT_RATE_LIMIT."""
+    FIXTURES = ("echo",)
+    WORKERS = 2
+
+    @classmethod
+    def setUpClass(cls):
+        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
+        cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file,
+                   "LUAGENT_RATE_LIMIT": "5/min"}
+        super().setUpClass()
+        cls.own = json.loads(keys_cli(cls.keys_file, "create", "--name", "limited", "--role", "operator",
+                                      "--rate-limit", "3/min").stdout)["key"]
+        cls.default = json.loads(keys_cli(cls.keys_file, "create", "--name", "default", "--role", "viewer").stdout)["key"]
+
+    def call(self, key):
+        return self.server.request("GET", "/api/v1/agents", headers={"Authorization": f"Bearer {key}"})
+
+    def wait_key(self, key):
+        _, _, ok = self.poll(lambda: self.call(key).status, lambda s: s in (200, 429), timeout=6)
+        self.assertTrue(ok)
+
+    def test_own_limit_then_429(self):
+        self.wait_key(self.own)  # that call used one request of the budget
+        seen = [self.call(self.own) for _ in range(4)]
+        statuses = [r.status for r in seen]
+        self.assertEqual([200, 200, 429, 429], statuses, [r.describe() for r in seen])
+        ok = seen[0]
+        self.assertEqual("3", ok.headers.get("ratelimit-limit"))
+        self.assertEqual("1", ok.headers.get("ratelimit-remaining"))
+        self.assertEqual("0", seen[1].headers.get("ratelimit-remaining"))
+        err = self.assertError(seen[2], 429, "rate_limited")
+        self.assertIn("3 requests per 60 s", err["message"])
+        retry = int(seen[2].headers.get("retry-after"))
+        self.assertTrue(1 <= retry <= 20, retry)  # one request's share of the minute: 20 s
+        self.assertEqual("0", seen[2].headers.get("ratelimit-remaining"))
+
+    def test_default_limit_shared_by_workers(self):
+        self.wait_key(self.default)
+        statuses = [self.call(self.default).status for _ in range(8)]  # new connection each: both workers
+        self.assertEqual(4, statuses.count(200), statuses)  # 5 per minute, one used by wait_key
+        self.assertEqual(4, statuses.count(429), statuses)

@@ -789,29 +789,55 @@ static void add_int_header(h2o_req_t *req, const char *name, size_t nlen, long v
                           (size_t)n);
 }
 
-/* The key's own limit, else LUAGENT_RATE_LIMIT: RateLimit-* headers on every answer, 429 past it. */
-static int rate_limit(h2o_req_t *req, lg_worker_t *w, const lg_principal_t *p, const char *request_id)
+/* The limit that applies to a caller: the key's own, else LUAGENT_RATE_LIMIT. 1 when there is one. */
+static int rate_of(lg_worker_t *w, const lg_principal_t *p, int *limit, int *window)
 {
     const lg_config_t *cfg = w->server->cfg;
-    int limit = p->rate_limit > 0 ? p->rate_limit : cfg->rate_limit;
-    int window = p->rate_limit > 0 ? p->rate_window_s : cfg->rate_limit_window_s;
-    if (limit <= 0 || window <= 0)
+    *limit = p->role == LG_ROLE_NONE ? 0 : p->rate_limit > 0 ? p->rate_limit : cfg->rate_limit;
+    *window = p->rate_limit > 0 ? p->rate_window_s : cfg->rate_limit_window_s;
+    return *limit > 0 && *window > 0;
+}
+
+/* RateLimit-* headers on every answer; 429 past the limit. 0, or 429 (answered). */
+static int rate_answer(h2o_req_t *req, const lg_rate_t *r, int window, const char *request_id)
+{
+    add_int_header(req, H2O_STRLIT("ratelimit-limit"), r->limit);
+    add_int_header(req, H2O_STRLIT("ratelimit-remaining"), r->remaining);
+    add_int_header(req, H2O_STRLIT("ratelimit-reset"), r->allowed ? (long)r->reset_s : (long)r->retry_after_s);
+    if (r->allowed)
         return 0;
-    lg_rate_t r;
-    lg_rate_check(p->id, limit, window, lg_now_epoch_ms(), &r);
-    add_int_header(req, H2O_STRLIT("ratelimit-limit"), r.limit);
-    add_int_header(req, H2O_STRLIT("ratelimit-remaining"), r.remaining);
-    add_int_header(req, H2O_STRLIT("ratelimit-reset"), r.allowed ? (long)r.reset_s : (long)r.retry_after_s);
-    if (r.allowed)
-        return 0;
-    add_int_header(req, H2O_STRLIT("retry-after"), r.retry_after_s);
+    add_int_header(req, H2O_STRLIT("retry-after"), r->retry_after_s);
     char m[128];
-    snprintf(m, sizeof(m), "rate limit of %d requests per %d s reached: retry in %u s", limit, window, r.retry_after_s);
+    snprintf(m, sizeof(m), "rate limit of %d requests per %d s reached: retry in %u s", r->limit, window,
+             r->retry_after_s);
     lg_reply_error(req, 429, "rate_limited", m, request_id);
     return 429;
 }
 
-/* 0 when the request may go on (*p: who it is), else the status answered (401, 403 or 429). */
+static int local_rate(h2o_req_t *req, const lg_principal_t *p, int limit, int window, const char *request_id)
+{
+    lg_rate_t r;
+    lg_rate_check(p->id, limit, window, lg_now_epoch_ms(), &r);
+    return rate_answer(req, &r, window, request_id);
+}
+
+/* GCRA in Redis, atomic (one script), Redis's own clock: KEYS[1] the key's TAT, ARGV limit and
+ * window (ms) -> {allowed, remaining, reset_s, retry_after_s}. The same arithmetic as
+ * src/auth/ratelimit.c. */
+#define GCRA_LUA                                                                                                      \
+    "local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]) "                                                    \
+    "local t = window / limit "                                                                                       \
+    "local tm = redis.call('TIME') local now = tm[1] * 1000 + tm[2] / 1000 "                                          \
+    "local tat = tonumber(redis.call('GET', KEYS[1]) or '0') if tat < now then tat = now end "                        \
+    "local nxt = tat + t "                                                                                            \
+    "if nxt - now <= window + 0.000001 then "                                                                         \
+    "  redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil(nxt - now) + 1000) "                                 \
+    "  return {1, math.floor((window - (nxt - now)) / t + 1e-9), math.ceil((nxt - now) / 1000), 0} "                  \
+    "end "                                                                                                            \
+    "local ra = math.ceil((tat + t - window - now) / 1000) if ra < 1 then ra = 1 end "                                \
+    "return {0, 0, math.ceil((tat - now) / 1000), ra}"
+
+/* 0 when the request may go on (*p: who it is), else the status answered (401 or 403). */
 static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char *request_id, lg_principal_t *p)
 {
     memset(p, 0, sizeof(*p));
@@ -834,7 +860,106 @@ static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char 
         lg_reply_error(req, 403, "forbidden", m, request_id);
         return 403;
     }
-    return rate_limit(req, w, p, request_id);
+    return 0;
+}
+
+/* Answer an authorized request. Returns its status, or 0 when the answer comes later (and is
+ * logged then). */
+static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_t *who, const char *request_id,
+                    uint64_t start_ns)
+{
+    lg_worker_t *w = lg_worker_of(req);
+    lg_buf_t *b = &w->scratch;
+    lg_buf_reset(b);
+    int status = 200;
+    switch (route->id) {
+    case LG_ROUTE_HEALTH:
+        lg_buf_lit(b, "{\"status\":\"ok\"}");
+        reply_buf(req, request_id, b);
+        break;
+    case LG_ROUTE_READY:
+        if (atomic_load(&w->server->draining)) {
+            status = 503;
+            lg_reply_error(req, 503, "unavailable", "the server is shutting down", request_id);
+        } else {
+            ready_json(w, b);
+            reply_buf(req, request_id, b);
+        }
+        break;
+    case LG_ROUTE_INFO:
+        lg_buf_printf(b,
+                      "{\"name\":\"luagent\",\"version\":\"%s\",\"build\":{\"date\":\"%s\",\"compiler\":\"%s\"},"
+                      "\"workers\":%d,\"agents\":%zu,\"pid\":%d,\"uptime_s\":%.3f}",
+                      LUAGENT_VERSION, __DATE__, __VERSION__, w->server->nworkers, lg_registry_count(LG_SCRIPT_AGENT),
+                      (int)getpid(), (double)(lg_now_epoch_ms() - w->server->started_ms) / 1000.0);
+        reply_buf(req, request_id, b);
+        break;
+    case LG_ROUTE_AGENTS:
+        lg_registry_json_all(LG_SCRIPT_AGENT, b);
+        reply_buf(req, request_id, b);
+        break;
+    case LG_ROUTE_AGENT:
+        if (lg_registry_json_one(LG_SCRIPT_AGENT, b, route->name, route->name_len) == 0) {
+            reply_buf(req, request_id, b);
+        } else {
+            status = 404;
+            lg_reply_error(req, 404, "not_found", "no such agent", request_id);
+        }
+        break;
+    case LG_ROUTE_EXECUTIONS:
+    case LG_ROUTE_EXECUTION:
+        status = route->id == LG_ROUTE_EXECUTIONS ? lg_history_list_route(req, request_id, b)
+                                                  : lg_history_get_route(req, route, request_id, b);
+        status = status < 0 ? 0 : status ? status : 200;
+        break;
+    case LG_ROUTE_AGENT_EXECUTE:
+    case LG_ROUTE_EXECUTE:
+        status = on_execute(req, route, request_id, start_ns, who);
+        break;
+    default:
+        break;
+    }
+    return status;
+}
+
+/* ---- the rate-limit check in Redis, while the request waits ---- */
+
+typedef struct rate_wait {
+    h2o_req_t *req;
+    lg_redis_req_t *q;
+    lg_route_t route;
+    lg_principal_t who;
+    int limit, window;
+    uint64_t start_ns;
+    char request_id[72];
+} rate_wait_t;
+
+static void rate_wait_dispose(void *p)
+{
+    rate_wait_t *r = p;
+    if (r->q != NULL)
+        lg_redis_cancel(r->q);
+}
+
+static void on_rate(void *data, redisReply *reply, const char *err)
+{
+    rate_wait_t *r = data;
+    r->q = NULL;
+    lg_rate_t rt;
+    int status;
+    if (reply != NULL && reply->type == REDIS_REPLY_ARRAY && reply->elements == 4) {
+        rt.limit = r->limit;
+        rt.allowed = (int)reply->element[0]->integer;
+        rt.remaining = (int)reply->element[1]->integer;
+        rt.reset_s = (unsigned)reply->element[2]->integer;
+        rt.retry_after_s = (unsigned)reply->element[3]->integer;
+    } else { /* Redis went away meanwhile: this process's budget decides */
+        lg_rate_check(r->who.id, r->limit, r->window, lg_now_epoch_ms(), &rt);
+    }
+    if ((status = rate_answer(r->req, &rt, r->window, r->request_id)) == 0 &&
+        (status = dispatch(r->req, &r->route, &r->who, r->request_id, r->start_ns)) == 0)
+        return;
+    lg_access_log(r->req, status, r->request_id, r->start_ns, NULL, NULL, NULL);
 }
 
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
@@ -846,9 +971,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
     lg_principal_t who;
-    int status = 200;
-    lg_buf_t *b = &w->scratch;
-    lg_buf_reset(b);
+    int status, limit, window, limited = 0;
     if (route.id == LG_ROUTE_NOT_FOUND) {
         status = 404;
         lg_reply_error(req, 404, "not_found", route.name ? "no such agent" : "no such route", request_id);
@@ -860,61 +983,30 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         lg_reply_error(req, 405, "method_not_allowed", m, request_id);
     } else if ((status = authorize(req, w, route_role(route.id), request_id, &who)) != 0) {
         /* answered */
+    } else if ((limited = rate_of(w, &who, &limit, &window)) && lg_rt_redis(&w->rt) != NULL &&
+               lg_redis_up(lg_rt_redis(&w->rt))) {
+        /* the budget every replica shares: one atomic script in Redis */
+        rate_wait_t *r = h2o_mem_alloc_shared(&req->pool, sizeof(*r), rate_wait_dispose);
+        memset(r, 0, sizeof(*r));
+        r->req = req, r->route = route, r->who = who, r->limit = limit, r->window = window, r->start_ns = start_ns;
+        memcpy(r->request_id, request_id, sizeof(r->request_id));
+        char key[80], lim[16], win[16];
+        snprintf(key, sizeof(key), "luagent:rl:%s", who.id);
+        snprintf(lim, sizeof(lim), "%d", limit);
+        snprintf(win, sizeof(win), "%d", window * 1000);
+        const char *argv[] = {"EVAL", GCRA_LUA, "1", key, lim, win};
+        if ((r->q = lg_redis_command(lg_rt_redis(&w->rt), 6, argv, NULL, on_rate, r)) != NULL)
+            return 0;
+        status = (status = local_rate(req, &who, limit, window, request_id)) != 0
+                     ? status
+                     : dispatch(req, &route, &who, request_id, start_ns);
     } else {
-        status = 200;
-        switch (route.id) {
-        case LG_ROUTE_HEALTH:
-            lg_buf_lit(b, "{\"status\":\"ok\"}");
-            reply_buf(req, request_id, b);
-            break;
-        case LG_ROUTE_READY:
-            if (atomic_load(&w->server->draining)) {
-                status = 503;
-                lg_reply_error(req, 503, "unavailable", "the server is shutting down", request_id);
-            } else {
-                ready_json(w, b);
-                reply_buf(req, request_id, b);
-            }
-            break;
-        case LG_ROUTE_INFO:
-            lg_buf_printf(b,
-                          "{\"name\":\"luagent\",\"version\":\"%s\",\"build\":{\"date\":\"%s\",\"compiler\":\"%s\"},"
-                          "\"workers\":%d,\"agents\":%zu,\"pid\":%d,\"uptime_s\":%.3f}",
-                          LUAGENT_VERSION, __DATE__, __VERSION__, w->server->nworkers, lg_registry_count(LG_SCRIPT_AGENT), (int)getpid(),
-                          (double)(lg_now_epoch_ms() - w->server->started_ms) / 1000.0);
-            reply_buf(req, request_id, b);
-            break;
-        case LG_ROUTE_AGENTS:
-            lg_registry_json_all(LG_SCRIPT_AGENT, b);
-            reply_buf(req, request_id, b);
-            break;
-        case LG_ROUTE_AGENT:
-            if (lg_registry_json_one(LG_SCRIPT_AGENT, b, route.name, route.name_len) == 0) {
-                reply_buf(req, request_id, b);
-            } else {
-                status = 404;
-                lg_reply_error(req, 404, "not_found", "no such agent", request_id);
-            }
-            break;
-        case LG_ROUTE_EXECUTIONS:
-        case LG_ROUTE_EXECUTION:
-            status = route.id == LG_ROUTE_EXECUTIONS ? lg_history_list_route(req, request_id, b)
-                                                     : lg_history_get_route(req, &route, request_id, b);
-            if (status < 0)
-                return 0; /* answered (and logged) when Postgres replies */
-            status = status ? status : 200;
-            break;
-        case LG_ROUTE_AGENT_EXECUTE:
-        case LG_ROUTE_EXECUTE:
-            status = on_execute(req, &route, request_id, start_ns, &who);
-            if (status == 0)
-                return 0;
-            break;
-        default:
-            break;
-        }
+        status = limited ? local_rate(req, &who, limit, window, request_id) : 0;
+        if (status == 0)
+            status = dispatch(req, &route, &who, request_id, start_ns);
     }
-    lg_access_log(req, status, request_id, start_ns, NULL, NULL, NULL);
+    if (status != 0)
+        lg_access_log(req, status, request_id, start_ns, NULL, NULL, NULL);
     return 0;
 }
 

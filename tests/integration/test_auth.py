@@ -175,11 +175,15 @@ class RateLimitTests(ServerTestCase):
         cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
         cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
         cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file,
-                   "LUAGENT_RATE_LIMIT": "5/min"}
+                   "LUAGENT_RATE_LIMIT": "5/min", **cls.start_env()}
         super().setUpClass()
         cls.own = json.loads(keys_cli(cls.keys_file, "create", "--name", "limited", "--role", "operator",
                                       "--rate-limit", "3/min").stdout)["key"]
         cls.default = json.loads(keys_cli(cls.keys_file, "create", "--name", "default", "--role", "viewer").stdout)["key"]
+
+    @classmethod
+    def start_env(cls):
+        return {}
 
     def call(self, key):
         return self.server.request("GET", "/api/v1/agents", headers={"Authorization": f"Bearer {key}"})
@@ -208,3 +212,39 @@ class RateLimitTests(ServerTestCase):
         statuses = [self.call(self.default).status for _ in range(8)]  # new connection each: both workers
         self.assertEqual(4, statuses.count(200), statuses)  # 5 per minute, one used by wait_key
         self.assertEqual(4, statuses.count(429), statuses)
+
+
+class RateLimitRedisTests(RateLimitTests):
+    """The same budgets kept in Redis (one atomic script): every replica shares them."""
+
+    @classmethod
+    def setUpClass(cls):
+        from .services import shared_redis
+        cls.redis = shared_redis()
+        cls.redis.cli("FLUSHDB", db=9)
+        super().setUpClass()
+
+    @classmethod
+    def start_env(cls):
+        return {"REDIS_URL": cls.redis.url(9)}
+
+    def test_replicas_share_the_budget(self):
+        from .harness import Server
+        other = Server(fixtures=("echo",), env=self.server.env_overrides, workers=1).start()
+        try:
+            key = json.loads(keys_cli(self.keys_file, "create", "--name", "shared", "--role", "viewer",
+                                      "--rate-limit", "4/min").stdout)["key"]
+            self.wait_key(key)
+            _, _, ok = self.poll(lambda: other.request("GET", "/api/v1/agents",
+                                                       headers={"Authorization": f"Bearer {key}"}).status,
+                                 lambda s: s in (200, 429), timeout=6)
+            self.assertTrue(ok)
+            # 2 of the 4 are used; the next two pass wherever they go, then both servers refuse
+            h = {"Authorization": f"Bearer {key}"}
+            statuses = [srv.request("GET", "/api/v1/agents", headers=h).status
+                        for srv in (self.server, other, self.server, other)]
+            self.assertEqual([200, 200, 429, 429], statuses)
+            self.assertTrue(self.redis.cli("KEYS", "luagent:rl:*", db=9), "the budgets live in Redis")
+        finally:
+            other.stop()
+            other.cleanup()

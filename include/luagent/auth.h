@@ -54,7 +54,22 @@ uint64_t lg_keys_generation(void);
  *  rate_limit 0: none; expires_days 0: never. Stored where the table lives. 0, or -1 with err. */
 int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int rate_limit, int rate_window_s,
                    int expires_days, char *key_out, char *id_out, char *err, size_t errlen);
-/** Revoke the key `id`: 1 revoked, 0 no such key, -1 error. */
+/* The same in steps, for a worker (the admin routes), which must not block: make the key, write it
+ * to Postgres itself (LG_KEYS_INSERT_SQL with lg_keys_insert_params, on its pool), then
+ * lg_keys_keep (the file store's one-line append, and this process's table; frees nk). */
+typedef struct lg_newkey lg_newkey_t;
+extern const char LG_KEYS_INSERT_SQL[], LG_KEYS_REVOKE_SQL[];
+lg_newkey_t *lg_keys_new(const char *name, lg_role_t role, int rate_limit, int rate_window_s, int expires_days,
+                         char *key_out);
+const char *lg_newkey_id(const lg_newkey_t *nk);
+void lg_keys_insert_params(const lg_newkey_t *nk, const char *params[8]);
+int lg_keys_keep(const lg_config_t *cfg, lg_newkey_t *nk, char *err, size_t errlen);
+/** Mark `id` revoked in this process's table (after the store did): 1 when it was live here. */
+int lg_keys_forget(const char *id);
+/** 1 when keys live in Postgres. */
+int lg_keys_in_db(const lg_config_t *cfg);
+
+/** Revoke the key `id`: 1 revoked, 0 no such key, -1 error. Blocking (CLI, main thread). */
 int lg_keys_revoke(const lg_config_t *cfg, const char *id, char *err, size_t errlen);
 /** Append the keys as a JSON array (id, name, role, prefix, created_at, expires_at, last_used_at,
  *  rate_limit, revoked): never hashes. */

@@ -18,6 +18,8 @@ typedef enum {
     LG_ROUTE_EXECUTE,       /* POST /api/v1/agent/execute (name in the body) */
     LG_ROUTE_EXECUTIONS,    /* GET  /api/v1/executions */
     LG_ROUTE_EXECUTION,     /* GET  /api/v1/executions/{id} (id in `name`) */
+    LG_ROUTE_KEYS,          /* GET, POST /api/v1/keys (admin) */
+    LG_ROUTE_KEY,           /* DELETE /api/v1/keys/{id} (admin; id in `name`) */
 } lg_route_id_t;
 
 typedef struct lg_route {

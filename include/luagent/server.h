@@ -45,6 +45,10 @@ struct lg_route;
 int lg_history_list_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
 int lg_history_get_route(h2o_req_t *req, const struct lg_route *route, const char *request_id, lg_buf_t *b);
 
+/** The admin routes for API keys (admin.c): GET/POST /api/v1/keys, DELETE /api/v1/keys/{id}; same
+ *  return convention (the status answered, or -1 when the answer comes later). */
+int lg_keys_route(h2o_req_t *req, const struct lg_route *route, const char *request_id, lg_buf_t *b);
+
 /* ---- outcomes of executions (outcome.c) ---- */
 
 struct lg_exec;

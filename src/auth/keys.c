@@ -60,6 +60,8 @@ static int store_of(const lg_config_t *cfg)
     return cfg->database_url != NULL ? STORE_DB : cfg->api_keys_file != NULL ? STORE_FILE : STORE_MEMORY;
 }
 
+int lg_keys_in_db(const lg_config_t *cfg) { return store_of(cfg) == STORE_DB; }
+
 /* ---- Postgres ---- */
 
 static PGconn *db_connect(const lg_config_t *cfg, char *err, size_t errlen)
@@ -319,39 +321,52 @@ static void new_key(char *key_out, char *hash)
     lg_sha256_hex(key_out, LG_KEY_LEN, hash);
 }
 
-int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int rate_limit, int rate_window_s,
-                   int expires_days, char *key_out, char *id_out, char *err, size_t errlen)
+const char LG_KEYS_INSERT_SQL[] =
+    "INSERT INTO api_keys (id, name, key_hash, prefix, role, rate_limit, rate_window_s, expires_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0))";
+const char LG_KEYS_REVOKE_SQL[] = "UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND revoked_at IS NULL";
+
+struct lg_newkey {
+    apikey_t k;
+    char rl[16], rw[16], exp[24];
+};
+
+lg_newkey_t *lg_keys_new(const char *name, lg_role_t role, int rate_limit, int rate_window_s, int expires_days,
+                         char *key_out)
 {
-    apikey_t k = {.role = role, .rate_limit = rate_limit, .rate_window_s = rate_window_s};
-    new_key(key_out, k.hash);
-    lg_uuid4(k.id);
-    snprintf(k.name, sizeof(k.name), "%s", name);
-    for (char *p = k.name; *p; p++)
+    lg_newkey_t *nk = calloc(1, sizeof(*nk));
+    apikey_t *k = &nk->k;
+    k->role = role, k->rate_limit = rate_limit, k->rate_window_s = rate_window_s;
+    new_key(key_out, k->hash);
+    lg_uuid4(k->id);
+    snprintf(k->name, sizeof(k->name), "%s", name);
+    for (char *p = k->name; *p; p++)
         if (*p == '\t' || *p == '\n' || *p == '\r')
             *p = ' ';
-    snprintf(k.prefix, sizeof(k.prefix), "%.9s", key_out);
-    k.created_ms = lg_now_epoch_ms();
-    k.expires_ms = expires_days > 0 ? k.created_ms + (uint64_t)expires_days * 86400000ull : 0;
-    memcpy(id_out, k.id, sizeof(k.id));
-    int rc = 0, store = store_of(cfg);
-    if (store == STORE_DB) {
-        PGconn *c = db_connect(cfg, err, errlen);
-        if (c == NULL)
-            return -1;
-        char rl[16], rw[16], exp[24];
-        snprintf(rl, sizeof(rl), "%d", rate_limit);
-        snprintf(rw, sizeof(rw), "%d", rate_window_s);
-        snprintf(exp, sizeof(exp), "%llu", (unsigned long long)k.expires_ms);
-        const char *p[] = {k.id, k.name, k.hash, k.prefix, ROLE[role], rate_limit ? rl : NULL,
-                           rate_limit ? rw : NULL, k.expires_ms ? exp : NULL};
-        rc = db_exec(c,
-                     "INSERT INTO api_keys (id, name, key_hash, prefix, role, rate_limit, rate_window_s, expires_at)"
-                     " VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0))",
-                     8, p, NULL, err, errlen);
-        PQfinish(c);
-    } else if (store == STORE_FILE) {
+    snprintf(k->prefix, sizeof(k->prefix), "%.9s", key_out);
+    k->created_ms = lg_now_epoch_ms();
+    k->expires_ms = expires_days > 0 ? k->created_ms + (uint64_t)expires_days * 86400000ull : 0;
+    snprintf(nk->rl, sizeof(nk->rl), "%d", rate_limit);
+    snprintf(nk->rw, sizeof(nk->rw), "%d", rate_window_s);
+    snprintf(nk->exp, sizeof(nk->exp), "%llu", (unsigned long long)k->expires_ms);
+    return nk;
+}
+
+const char *lg_newkey_id(const lg_newkey_t *nk) { return nk->k.id; }
+
+void lg_keys_insert_params(const lg_newkey_t *nk, const char *p[8])
+{
+    const apikey_t *k = &nk->k;
+    p[0] = k->id, p[1] = k->name, p[2] = k->hash, p[3] = k->prefix, p[4] = ROLE[k->role];
+    p[5] = k->rate_limit ? nk->rl : NULL, p[6] = k->rate_limit ? nk->rw : NULL, p[7] = k->expires_ms ? nk->exp : NULL;
+}
+
+int lg_keys_keep(const lg_config_t *cfg, lg_newkey_t *nk, char *err, size_t errlen)
+{
+    int rc = 0;
+    if (store_of(cfg) == STORE_FILE) {
         char line[512];
-        file_line(line, sizeof(line), &k);
+        file_line(line, sizeof(line), &nk->k);
         int fd = open(cfg->api_keys_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) != 0) {
             snprintf(err, errlen, "LUAGENT_API_KEYS_FILE: cannot write '%s': %s", cfg->api_keys_file, strerror(errno));
@@ -363,11 +378,43 @@ int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int
     if (rc == 0) { /* into this process's table too */
         pthread_rwlock_wrlock(&K.lock);
         K.v = realloc(K.v, (K.n + 1) * sizeof(apikey_t));
-        memcpy(&K.v[K.n++], &k, sizeof(k));
+        memcpy(&K.v[K.n++], &nk->k, sizeof(nk->k));
         atomic_fetch_add(&K.gen, 1);
         pthread_rwlock_unlock(&K.lock);
     }
+    free(nk);
     return rc;
+}
+
+int lg_keys_forget(const char *id)
+{
+    int found = 0;
+    pthread_rwlock_wrlock(&K.lock);
+    for (size_t i = 0; i < K.n; i++)
+        if (strcmp(K.v[i].id, id) == 0 && !K.v[i].revoked)
+            K.v[i].revoked = found = 1;
+    atomic_fetch_add(&K.gen, 1);
+    pthread_rwlock_unlock(&K.lock);
+    return found;
+}
+
+int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int rate_limit, int rate_window_s,
+                   int expires_days, char *key_out, char *id_out, char *err, size_t errlen)
+{
+    lg_newkey_t *nk = lg_keys_new(name, role, rate_limit, rate_window_s, expires_days, key_out);
+    memcpy(id_out, nk->k.id, sizeof(nk->k.id));
+    if (store_of(cfg) == STORE_DB) {
+        PGconn *c = db_connect(cfg, err, errlen);
+        const char *p[8];
+        lg_keys_insert_params(nk, p);
+        int rc = c == NULL ? -1 : db_exec(c, LG_KEYS_INSERT_SQL, 8, p, NULL, err, errlen);
+        PQfinish(c);
+        if (rc != 0) {
+            free(nk);
+            return -1;
+        }
+    }
+    return lg_keys_keep(cfg, nk, err, errlen);
 }
 
 int lg_keys_revoke(const lg_config_t *cfg, const char *id, char *err, size_t errlen)
@@ -380,8 +427,7 @@ int lg_keys_revoke(const lg_config_t *cfg, const char *id, char *err, size_t err
         PGresult *r;
         const char *p[] = {id};
         if (strlen(id) == LG_UUID_LEN &&
-            (rc = db_exec(c, "UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND revoked_at IS NULL", 1, p,
-                          &r, err, errlen)) == 0) {
+            (rc = db_exec(c, LG_KEYS_REVOKE_SQL, 1, p, &r, err, errlen)) == 0) {
             found = atoi(PQcmdTuples(r)) > 0;
             PQclear(r);
         }
@@ -398,12 +444,7 @@ int lg_keys_revoke(const lg_config_t *cfg, const char *id, char *err, size_t err
             free(v);
         }
     }
-    pthread_rwlock_wrlock(&K.lock); /* this process's table, at once */
-    for (size_t i = 0; i < K.n; i++)
-        if (strcmp(K.v[i].id, id) == 0 && !K.v[i].revoked)
-            K.v[i].revoked = found = 1;
-    atomic_fetch_add(&K.gen, 1);
-    pthread_rwlock_unlock(&K.lock);
+    found |= lg_keys_forget(id); /* this process's table, at once */
     return rc != 0 ? -1 : found;
 }
 

@@ -737,6 +737,9 @@ static lg_role_t route_role(lg_route_id_t id)
     case LG_ROUTE_AGENT_EXECUTE:
     case LG_ROUTE_EXECUTE:
         return LG_ROLE_OPERATOR;
+    case LG_ROUTE_KEYS:
+    case LG_ROUTE_KEY:
+        return LG_ROLE_ADMIN;
     }
     return LG_ROLE_ADMIN;
 }
@@ -915,6 +918,11 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
     case LG_ROUTE_AGENT_EXECUTE:
     case LG_ROUTE_EXECUTE:
         status = on_execute(req, route, request_id, start_ns, who);
+        break;
+    case LG_ROUTE_KEYS:
+    case LG_ROUTE_KEY:
+        status = lg_keys_route(req, route, request_id, b);
+        status = status < 0 ? 0 : status;
         break;
     default:
         break;

@@ -29,14 +29,17 @@ static int starts(const char *a, size_t alen, const char *lit)
     return alen >= n && memcmp(a, lit, n) == 0;
 }
 
+/* allow: the methods, comma-separated ("GET, HEAD, POST") */
 static void set(lg_route_t *r, lg_route_id_t id, const char *allow, const char *method, size_t mlen)
 {
     r->id = id;
     r->allow = allow;
-    if (strcmp(allow, "POST") == 0)
-        r->method_allowed = eq(method, mlen, "POST");
-    else
-        r->method_allowed = eq(method, mlen, "GET") || eq(method, mlen, "HEAD");
+    r->method_allowed = 0;
+    for (const char *p = allow; *p && !r->method_allowed; p += strspn(p, ", ")) {
+        size_t n = strcspn(p, ", ");
+        r->method_allowed = n == mlen && memcmp(p, method, n) == 0;
+        p += n;
+    }
 }
 
 void lg_route_match(const char *method, size_t mlen, const char *path, size_t plen, lg_route_t *r)
@@ -56,6 +59,14 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_AGENTS, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/api/v1/executions"))
         return set(r, LG_ROUTE_EXECUTIONS, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/api/v1/keys"))
+        return set(r, LG_ROUTE_KEYS, "GET, HEAD, POST", method, mlen);
+    static const char kprefix[] = "/api/v1/keys/";
+    if (starts(path, plen, kprefix) && memchr(path + sizeof(kprefix) - 1, '/', plen - (sizeof(kprefix) - 1)) == NULL) {
+        r->name = path + sizeof(kprefix) - 1;
+        r->name_len = plen - (sizeof(kprefix) - 1);
+        return set(r, LG_ROUTE_KEY, "DELETE", method, mlen);
+    }
     static const char eprefix[] = "/api/v1/executions/";
     if (starts(path, plen, eprefix)) {
         const char *id = path + sizeof(eprefix) - 1;

@@ -248,3 +248,68 @@ class RateLimitRedisTests(RateLimitTests):
         finally:
             other.stop()
             other.cleanup()
+
+
+class AdminKeyRoutesTests(ServerTestCase):
+    """POST/GET/DELETE /api/v1/keys (admin), with the keys file; a second class repeats them on Postgres."""
+    FIXTURES = ("echo",)
+    WORKERS = 2
+
+    @classmethod
+    def store_env(cls):
+        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        return {"LUAGENT_API_KEYS_FILE": os.path.join(cls.keys_dir, "api_keys")}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ENV = {"LUAGENT_AUTH": "required", **cls.store_env()}
+        super().setUpClass()
+        cls.admin = re.search(r"^admin API key: (\S+)$", open(cls.server.out_path).read(), re.M).group(1)
+
+    def req(self, method, path, key, body=None):
+        return self.server.request(method, path, body=body, headers={"Authorization": f"Bearer {key}"})
+
+    def test_create_list_use_revoke(self):
+        r = self.req("POST", "/api/v1/keys", self.admin, {"name": "from rest", "role": "operator",
+                                                           "rate_limit": "100/min", "expires_days": 7})
+        self.assertEqual(201, r.status, self.ctx_msg(r))
+        made = r.body
+        self.assertRegex(made["key"], KEY_RE)
+        self.assertEqual("operator", made["role"])
+        self.assertEqual(200, self.req("POST", "/api/v1/agents/echo/execute", made["key"], {"task": 1}).status)
+        listed = self.req("GET", "/api/v1/keys", self.admin).body["items"]
+        mine = [k for k in listed if k["id"] == made["id"]]
+        self.assertEqual(1, len(mine))
+        self.assertEqual(100, mine[0]["rate_limit"])
+        self.assertIsNotNone(mine[0]["expires_at"])
+        self.assertNotIn(made["key"], json.dumps(listed))
+        # an operator may not manage keys
+        self.assertError(self.req("GET", "/api/v1/keys", made["key"]), 403, "forbidden")
+        self.assertError(self.req("POST", "/api/v1/keys", made["key"], {"name": "x", "role": "admin"}), 403, "forbidden")
+        r = self.req("DELETE", f"/api/v1/keys/{made['id']}", self.admin)
+        self.assertEqual(200, r.status, self.ctx_msg(r))
+        self.assertEqual({"id": made["id"], "revoked": True}, r.body)
+        _, _, ok = self.poll(lambda: self.req("GET", "/api/v1/agents", made["key"]).status, lambda s: s == 401, timeout=6)
+        self.assertTrue(ok, self.ctx_msg(extra="a key revoked over REST still works"))
+        self.assertError(self.req("DELETE", f"/api/v1/keys/{made['id']}", self.admin), 404, "not_found")
+
+    def test_bad_bodies(self):
+        for body in ({"role": "viewer"}, {"name": "x"}, {"name": "x", "role": "root"},
+                     {"name": "x", "role": "viewer", "rate_limit": "fast"},
+                     {"name": "x", "role": "viewer", "expires_days": 0}, {"name": "y" * 64, "role": "viewer"}):
+            with self.subTest(body=body):
+                self.assertError(self.req("POST", "/api/v1/keys", self.admin, body), 400, "invalid_request")
+        r = self.server.request("POST", "/api/v1/keys", body="[1", headers={"Authorization": f"Bearer {self.admin}"})
+        self.assertError(r, 400, "invalid_request")
+        self.assertError(self.req("DELETE", "/api/v1/keys/nope", self.admin), 404, "not_found")
+        r = self.req("PUT", "/api/v1/keys", self.admin)
+        self.assertEqual(405, r.status)
+
+
+class AdminKeyRoutesDbTests(AdminKeyRoutesTests):
+    @classmethod
+    def store_env(cls):
+        from .services import shared_postgres
+        pg = shared_postgres()
+        return {"DATABASE_URL": pg.url(pg.new_database("keys")),
+                "LUAGENT_SPILL_DIR": tempfile.mkdtemp(prefix="luagent-spill-")}

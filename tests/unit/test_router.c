@@ -48,6 +48,16 @@ static void test_execution_routes(void **state)
     assert_int_equal(r.name_len, 36);
     assert_memory_equal(r.name, "0190a5e2", 8);
     assert_int_equal(match("GET", "/api/v1/executions/x/y").id, LG_ROUTE_NOT_FOUND);
+    assert_true(match("POST", "/api/v1/keys").method_allowed);
+    assert_true(match("GET", "/api/v1/keys").method_allowed);
+    assert_false(match("DELETE", "/api/v1/keys").method_allowed);
+    r = match("DELETE", "/api/v1/keys/abc");
+    assert_int_equal(r.id, LG_ROUTE_KEY);
+    assert_true(r.method_allowed);
+    assert_int_equal(r.name_len, 3);
+    assert_false(match("GET", "/api/v1/keys/abc").method_allowed);
+    assert_false(match("GETX", "/health").method_allowed);
+    assert_true(match("HEAD", "/health").method_allowed);
 }
 
 static void test_wrong_method_is_405(void **state)

@@ -39,7 +39,7 @@ if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modu
 fi
 
 if [ -f "$BUILD/build.ninja" ]; then
-  meson compile -C "$BUILD" jwt_cases >/dev/null || { echo "tests/jwt: building jwt_cases failed"; exit 1; }
+  meson compile -C "$BUILD" >/dev/null || { echo "tests/jwt: building $BUILD failed"; exit 1; }
 fi
 if [ ! -x "$BUILD/jwt_cases" ]; then
   echo "tests/jwt: $BUILD/jwt_cases is missing (meson setup $BUILD -Dtests=enabled first)"; exit 1

@@ -29,6 +29,7 @@ typedef struct lg_server {
     uint64_t started_ms;
     _Atomic int draining;
     _Atomic int db_schema_ok;  /* DATABASE_URL: the migrations are applied */
+    struct lg_jwt_keys *jwt_keys; /* LUAGENT_JWT_*: the verifier (immutable, shared), NULL without */
     pthread_t migrator;        /* retries the migrations when the database was away at start */
     int migrator_started;
 } lg_server_t;

@@ -28,6 +28,7 @@ struct lg_worker {
     struct lg_link *links;   /* HTTP executions in flight (handlers.c) */
     lg_timer_t client_watch; /* looks for clients that went away (handlers.c) */
     struct lg_auth_entry *auth_cache; /* API keys checked recently (handlers.c) */
+    struct lg_jwt_cache *jwt_cache;   /* JWTs verified recently (jwt.h) */
     size_t jobs_running;     /* async executions running here (jobs.c) */
     struct job *jobs;        /* ... and their list */
     struct lg_redis *jobs_conn;          /* REDIS_URL: this worker's stream reader (jobs.c) */

@@ -14,6 +14,7 @@
 #include "luagent/auth.h"
 #include "luagent/ids.h"
 #include "luagent/jobs.h"
+#include "luagent/jwt.h"
 #include "luagent/json.h"
 #include "luagent/kv.h"
 #include "luagent/log.h"
@@ -468,8 +469,10 @@ static void submit_async(h2o_req_t *req, lg_exec_t *e, const char *name, size_t 
     lg_buf_json_str(&job, name, namelen);
     lg_buf_lit(&job, ",\"request_id\":");
     lg_buf_json_str(&job, e->request_id, strlen(e->request_id));
-    lg_buf_printf(&job, ",\"created_ms\":%llu,\"user_role\":%d,\"user_id\":\"%s\",\"callback_url\":",
-                  (unsigned long long)e->created_ms, e->user_role, e->user_id);
+    lg_buf_printf(&job, ",\"created_ms\":%llu,\"user_role\":%d,\"user_id\":", (unsigned long long)e->created_ms,
+                  e->user_role);
+    lg_buf_json_str(&job, e->user_id, strlen(e->user_id));
+    lg_buf_lit(&job, ",\"callback_url\":");
     if (callback_url[0] != '\0')
         lg_buf_json_str(&job, callback_url, strlen(callback_url));
     else
@@ -840,6 +843,35 @@ static int local_rate(h2o_req_t *req, const lg_principal_t *p, int limit, int wi
     "local ra = math.ceil((tat + t - window - now) / 1000) if ra < 1 then ra = 1 end "                                \
     "return {0, 0, math.ceil((tat - now) / 1000), ra}"
 
+/* A bearer token that is not an API key, with LUAGENT_JWT_* configured: a JWT. Its `sub` is the
+ * caller's id, its `role` claim the role. Verified tokens are cached per worker (jwt.h). */
+static int jwt_principal(h2o_req_t *req, lg_worker_t *w, const char *tok, size_t n, lg_role_t need,
+                         const char *request_id, lg_principal_t *p)
+{
+    if (w->jwt_cache == NULL)
+        w->jwt_cache = lg_jwt_cache_new(0);
+    lg_jwt_claims_t claims;
+    char why[96], m[160];
+    if (lg_jwt_check(w->jwt_cache, w->server->jwt_keys, tok, n, lg_now_epoch_ms() / 1000, &claims, why,
+                     sizeof(why)) != 0) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer error=\"invalid_token\""));
+        snprintf(m, sizeof(m), "the bearer token is not valid: %s", why);
+        lg_reply_error(req, 401, "unauthenticated", m, request_id);
+        return 401;
+    }
+    p->role = lg_role_parse(claims.role, strlen(claims.role));
+    snprintf(p->id, sizeof(p->id), "%.39s", claims.sub[0] ? claims.sub : "jwt");
+    snprintf(p->name, sizeof(p->name), "jwt");
+    if (p->role < need) {
+        snprintf(m, sizeof(m), "this route needs the %s role; the token's role claim is %s", lg_role_name(need),
+                 p->role == LG_ROLE_NONE ? "missing or unknown" : lg_role_name(p->role));
+        lg_reply_error(req, 403, "forbidden", m, request_id);
+        return 403;
+    }
+    return 0;
+}
+
 /* 0 when the request may go on (*p: who it is), else the status answered (401 or 403). */
 static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char *request_id, lg_principal_t *p)
 {
@@ -848,6 +880,8 @@ static int authorize(h2o_req_t *req, lg_worker_t *w, lg_role_t need, const char 
         return 0;
     const char *s;
     size_t n;
+    if (credential(req, &s, &n) && w->server->jwt_keys != NULL && n > 0 && !(n >= 3 && memcmp(s, "lg_", 3) == 0))
+        return jwt_principal(req, w, s, n, need, request_id, p);
     if (!credential(req, &s, &n) || !key_valid(w, s, n, p)) {
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Bearer"));
         lg_reply_error(req, 401, "unauthenticated",

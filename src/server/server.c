@@ -16,6 +16,7 @@
 #include "luagent/ids.h"
 #include "luagent/inotify.h"
 #include "luagent/jobs.h"
+#include "luagent/jwt.h"
 #include "luagent/kv.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
@@ -163,6 +164,11 @@ int lg_server_run(const lg_config_t *cfg)
         fprintf(stderr, "luagent: %s\n", err0);
         return 2;
     }
+    if ((cfg->jwt_secret != NULL || cfg->jwt_public_key != NULL) &&
+        (S.jwt_keys = lg_jwt_keys_load(cfg, err0, sizeof(err0))) == NULL) {
+        fprintf(stderr, "luagent: %s\n", err0);
+        return 2;
+    }
     lg_history_init((size_t)cfg->history_size);
     lg_cache_init();
 
@@ -216,6 +222,7 @@ int lg_server_run(const lg_config_t *cfg)
         lg_worker_t *w = &S.workers[i];
         lg_jobs_dispose(w);
         free(w->auth_cache);
+        lg_jwt_cache_free(w->jwt_cache);
         lg_recorder_free(w->rt.recorder); /* what is not written yet goes to the spill file */
         w->rt.recorder = NULL;
         lg_rt_dispose(&w->rt);
@@ -226,6 +233,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_registry_dispose();
     lg_history_free();
     lg_keys_shutdown();
+    lg_jwt_keys_free(S.jwt_keys);
     lg_rate_free();
     lg_kv_free();
     lg_jobs_free();

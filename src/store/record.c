@@ -193,9 +193,9 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
         lg_buf_lit(&b, "null");
     if (e->user_role) { /* {"id","role"} of the caller (auth.h's role names) */
         static const char *const roles[] = {"none", "viewer", "operator", "admin"};
-        lg_buf_lit(&b, ",\"user\":{\"id\":\"");
-        lg_buf_append(&b, e->user_id, strlen(e->user_id));
-        lg_buf_printf(&b, "\",\"role\":\"%s\"}", roles[e->user_role & 3]);
+        lg_buf_lit(&b, ",\"user\":{\"id\":");
+        lg_buf_json_str(&b, e->user_id, strlen(e->user_id)); /* a JWT's subject: any text */
+        lg_buf_printf(&b, ",\"role\":\"%s\"}", roles[e->user_role & 3]);
     } else {
         lg_buf_lit(&b, ",\"user\":null");
     }

@@ -313,3 +313,66 @@ class AdminKeyRoutesDbTests(AdminKeyRoutesTests):
         pg = shared_postgres()
         return {"DATABASE_URL": pg.url(pg.new_database("keys")),
                 "LUAGENT_SPILL_DIR": tempfile.mkdtemp(prefix="luagent-spill-")}
+
+
+def b64url(data):
+    import base64
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(secret, claims, header=None):
+    import hashlib
+    import hmac
+    head = b64url(json.dumps(header or {"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64url(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64url(sig)}"
+
+
+class JwtAuthTests(ServerTestCase):
+    """Bearer JWTs (HS256 here; RS256/ES256 and tokens minted by jose: tests/unit/test_jwt.c, tests/jwt)."""
+    AGENTS = {"who": WHO}
+    FIXTURES = ("echo",)
+    SECRET = "s" * 40
+    ENV = {"LUAGENT_AUTH": "required", "LUAGENT_JWT_SECRET": SECRET, "LUAGENT_JWT_AUDIENCE": "luagent"}
+
+    def claims(self, **kw):
+        c = {"sub": "user-7\"x", "role": "operator", "aud": "luagent", "exp": int(time.time()) + 300}
+        c.update(kw)
+        return c
+
+    def run_who(self, token):
+        return self.server.request("POST", "/api/v1/agents/who/execute", body={"task": 1},
+                                   headers={"Authorization": f"Bearer {token}"})
+
+    def test_valid_token(self):
+        r = self.run_who(hs256(self.SECRET, self.claims()))
+        body = self.assertOk(r)
+        self.assertEqual({"id": "user-7\"x", "role": "operator"}, body["result"])
+        rec = self.server.request("GET", f"/api/v1/executions/{body['execution_id']}",
+                                  headers={"Authorization": f"Bearer {hs256(self.SECRET, self.claims())}"}).body
+        self.assertEqual({"id": "user-7\"x", "role": "operator"}, rec["user"])
+        for _ in range(3):  # cached verifications answer the same
+            self.assertOk(self.run_who(hs256(self.SECRET, self.claims())))
+
+    def test_rejected_tokens(self):
+        now = int(time.time())
+        bad = {
+            "expired": hs256(self.SECRET, self.claims(exp=now - 3600)),
+            "wrong audience": hs256(self.SECRET, self.claims(aud="other")),
+            "no exp": hs256(self.SECRET, {k: v for k, v in self.claims().items() if k != "exp"}),
+            "other secret": hs256("t" * 40, self.claims()),
+            "alg none": hs256(self.SECRET, self.claims(), {"alg": "none"}).rsplit(".", 1)[0] + ".",
+            "malformed": "abc.def",
+        }
+        for why, token in bad.items():
+            with self.subTest(why=why):
+                err = self.assertError(self.run_who(token), 401, "unauthenticated")
+                self.assertNotIn(self.SECRET, err["message"])
+
+    def test_role_claim(self):
+        self.assertError(self.run_who(hs256(self.SECRET, self.claims(role="viewer"))), 403, "forbidden")
+        self.assertError(self.run_who(hs256(self.SECRET, self.claims(role="root"))), 403, "forbidden")
+        r = self.server.request("GET", "/api/v1/agents",
+                                headers={"Authorization": f"Bearer {hs256(self.SECRET, self.claims(role='viewer'))}"})
+        self.assertEqual(200, r.status)

@@ -72,14 +72,15 @@ void lg_jwt_keys_free(lg_jwt_keys_t *k);
 int lg_jwt_verify(const lg_jwt_keys_t *k, const char *token, size_t len, uint64_t now_s, lg_jwt_claims_t *out,
                   char *err, size_t errlen);
 
-/** A cache of verified tokens for one thread: keyed by SHA-256 of the token, an entry lives until
+/** A cache of verified tokens for one thread: it keeps a copy of each token (found by a hash of its
+ *  signature, confirmed by comparing the whole token), an entry lives until
  *  min(exp, verified_at + 300 s); `capacity` entries (rounded up to a power of two, >= 8; 0 means
  *  1024), 4-way set associative with least-recently-used replacement within a set. Only valid
  *  tokens are cached. NULL on allocation failure. */
 lg_jwt_cache_t *lg_jwt_cache_new(size_t capacity);
 void lg_jwt_cache_free(lg_jwt_cache_t *c);
 
-/** lg_jwt_verify through the cache: a hit costs one SHA-256 of the token. Caching is tied to `k`:
+/** lg_jwt_verify through the cache: a hit costs a hash of 64 bytes and a compare. Caching is tied to `k`:
  *  called with another keys object than last time, the cache empties itself first. `c` may be
  *  NULL (plain lg_jwt_verify). */
 int lg_jwt_check(lg_jwt_cache_t *c, const lg_jwt_keys_t *k, const char *token, size_t len, uint64_t now_s,

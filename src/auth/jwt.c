@@ -1105,14 +1105,18 @@ int lg_jwt_verify(const lg_jwt_keys_t *k, const char *token, size_t len, uint64_
     return parse_claims(k, pbuf, pn, now_s, out, err, errlen);
 }
 
-/* ---------------------------------------------------------------- cache */
+/* ---------------------------------------------------------------- cache
+ * Set-associative (4 ways), indexed by an FNV-1a hash of the token's last 64 bytes (its signature:
+ * different tokens differ there) and confirmed by comparing the whole token with the copy the entry
+ * keeps. No SHA-256 on a hit: measured, hashing the whole token with SHA-256 cost more than the
+ * rest of a request under valgrind's instruction count. */
 
 #define WAYS 4
 
 typedef struct centry {
-    unsigned char h[32];
-    uint64_t until; /* 0 = empty */
-    uint64_t used;
+    char *token; /* a copy, NULL when empty */
+    size_t len;
+    uint64_t h, until, used;
     lg_jwt_claims_t claims;
 } centry_t;
 
@@ -1120,9 +1124,14 @@ struct lg_jwt_cache {
     centry_t *e;
     size_t nsets;
     uint64_t tick, hits, misses, gen;
-    EVP_MD *md;
-    EVP_MD_CTX *mdctx;
 };
+
+static void centry_clear(centry_t *e)
+{
+    free(e->token);
+    e->token = NULL;
+    e->until = 0;
+}
 
 lg_jwt_cache_t *lg_jwt_cache_new(size_t capacity)
 {
@@ -1136,10 +1145,8 @@ lg_jwt_cache_t *lg_jwt_cache_new(size_t capacity)
         return NULL;
     c->nsets = cap / WAYS;
     c->e = calloc(cap, sizeof *c->e);
-    c->md = EVP_MD_fetch(NULL, "SHA256", NULL);
-    c->mdctx = EVP_MD_CTX_new();
-    if (!c->e || !c->md || !c->mdctx) {
-        lg_jwt_cache_free(c);
+    if (!c->e) {
+        free(c);
         return NULL;
     }
     return c;
@@ -1149,9 +1156,9 @@ void lg_jwt_cache_free(lg_jwt_cache_t *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->nsets * WAYS; i++)
+        free(c->e[i].token);
     free(c->e);
-    EVP_MD_free(c->md);
-    EVP_MD_CTX_free(c->mdctx);
     free(c);
 }
 
@@ -1166,21 +1173,19 @@ void lg_jwt_cache_stats(const lg_jwt_cache_t *c, uint64_t *hits, uint64_t *misse
 int lg_jwt_check(lg_jwt_cache_t *c, const lg_jwt_keys_t *k, const char *token, size_t len, uint64_t now_s,
                  lg_jwt_claims_t *out, char *err, size_t errlen)
 {
-    unsigned char h[32];
-    unsigned hl = 0;
-    if (!c || !k || !token || len > LG_JWT_MAX_TOKEN ||
-        EVP_DigestInit_ex2(c->mdctx, c->md, NULL) != 1 || EVP_DigestUpdate(c->mdctx, token, len) != 1 ||
-        EVP_DigestFinal_ex(c->mdctx, h, &hl) != 1 || hl != 32)
+    if (!c || !k || !token || len > LG_JWT_MAX_TOKEN)
         return lg_jwt_verify(k, token, len, now_s, out, err, errlen);
     if (c->gen != k->gen) {
-        memset(c->e, 0, c->nsets * WAYS * sizeof *c->e);
+        for (size_t i = 0; i < c->nsets * WAYS; i++)
+            centry_clear(&c->e[i]);
         c->gen = k->gen;
     }
-    uint64_t idx;
-    memcpy(&idx, h, sizeof idx);
-    centry_t *set = &c->e[(idx & (c->nsets - 1)) * WAYS];
+    uint64_t h = 1469598103934665603ull ^ len;
+    for (size_t i = len > 64 ? len - 64 : 0; i < len; i++)
+        h = (h ^ (unsigned char)token[i]) * 1099511628211ull;
+    centry_t *set = &c->e[(h & (c->nsets - 1)) * WAYS];
     for (int i = 0; i < WAYS; i++) {
-        if (set[i].until && memcmp(set[i].h, h, 32) == 0) {
+        if (set[i].token != NULL && set[i].h == h && set[i].len == len && memcmp(set[i].token, token, len) == 0) {
             if (now_s < set[i].until) {
                 set[i].used = ++c->tick;
                 c->hits++;
@@ -1188,7 +1193,7 @@ int lg_jwt_check(lg_jwt_cache_t *c, const lg_jwt_keys_t *k, const char *token, s
                     *out = set[i].claims;
                 return 0;
             }
-            set[i].until = 0; /* expired */
+            centry_clear(&set[i]); /* expired */
         }
     }
     c->misses++;
@@ -1203,17 +1208,22 @@ int lg_jwt_check(lg_jwt_cache_t *c, const lg_jwt_keys_t *k, const char *token, s
     if (until > now_s) { /* a token valid only thanks to the leeway is not cached */
         centry_t *victim = &set[0];
         for (int i = 0; i < WAYS; i++) {
-            if (!set[i].until || set[i].until <= now_s) {
+            if (set[i].token == NULL || set[i].until <= now_s) {
                 victim = &set[i];
                 break;
             }
             if (set[i].used < victim->used)
                 victim = &set[i];
         }
-        memcpy(victim->h, h, 32);
-        victim->until = until;
-        victim->used = ++c->tick;
-        victim->claims = cl;
+        centry_clear(victim);
+        if ((victim->token = malloc(len)) != NULL) {
+            memcpy(victim->token, token, len);
+            victim->len = len;
+            victim->h = h;
+            victim->until = until;
+            victim->used = ++c->tick;
+            victim->claims = cl;
+        }
     }
     return 0;
 }

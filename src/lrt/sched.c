@@ -301,7 +301,8 @@ static void release(lg_exec_t *e, int reusable)
 
 void lg_exec_discard(lg_exec_t *e) { release(e, 1); }
 
-lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms)
+lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms,
+                                  lg_schema_report_t *invalid)
 {
     lg_rt_t *rt = e->rt;
     lua_State *co = e->co;
@@ -309,6 +310,10 @@ lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen
         return LG_LAUNCH_NO_AGENT;
     lua_insert(co, 1); /* [record task context] */
     lua_settop(co, 3);
+    if (lg_agent_check_input(co, 1, 2, invalid) != 0) {
+        lua_remove(co, 1);
+        return LG_LAUNCH_INVALID;
+    }
     size_t n = namelen < sizeof(e->agent) - 1 ? namelen : sizeof(e->agent) - 1;
     memcpy(e->agent, name, n);
     e->agent[n] = '\0';

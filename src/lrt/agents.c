@@ -179,16 +179,12 @@ size_t lg_agent_check_input(lua_State *L, int rec, int task, lg_schema_report_t 
     lua_pop(L, 1); /* the record keeps the userdata alive */
     if (schema == NULL)
         return 0;
-    lg_buf_t *d = report ? &report->details : NULL;
-    size_t mark = d ? d->len : 0;
-    if (d != NULL)
-        lg_buf_putc(d, '[');
-    size_t n = lg_schema_validate(schema, L, task, d, LG_SCHEMA_MAX_ERRORS);
-    if (d != NULL) {
-        if (n == 0)
-            d->len = mark, d->data[mark] = '\0';
-        else
-            lg_buf_putc(d, ']');
+    /* the common case passes and must not allocate: describe the failures in a second pass */
+    size_t n = lg_schema_validate(schema, L, task, NULL, LG_SCHEMA_MAX_ERRORS);
+    if (n != 0 && report != NULL) {
+        lg_buf_putc(&report->details, '[');
+        lg_schema_validate(schema, L, task, &report->details, LG_SCHEMA_MAX_ERRORS);
+        lg_buf_putc(&report->details, ']');
         report->failures = n;
     }
     return n;

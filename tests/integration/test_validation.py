@@ -275,8 +275,8 @@ class ValidationLimitsTests(ServerTestCase):
         self.assertHealthy()
 
     def test_huge_header(self):
-        # h2o 2.2.5 bounds the request head (8 KiB + 4 KiB per header line, 100 lines): past that it
-        # answers 400 itself and closes the connection; the server keeps serving.
+        # h2o 2.2.5 bounds the request head (H2O_MAX_REQLEN: 417,792 bytes; 100 header lines): past
+        # that it answers 400 itself (plain text) and closes the connection; the server keeps serving.
         data = b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 600000 + b"\r\n\r\n"
         out = raw_exchange(self.server.port, data)
         self.assertTrue(out.startswith(b"HTTP/1.1 400 "), out[:200])

@@ -66,7 +66,14 @@ typedef struct lg_schema_report {
     lg_buf_t details; /* a JSON array [{"path","message"}, ...] of the first LG_SCHEMA_MAX_ERRORS */
 } lg_schema_report_t;
 
-/** Push a full userdata that owns `s` (freed by its __gc). */
+/** lg_schema_validate for callers that answer the failures: returns the count and, when it is not 0
+ *  and `report` is not NULL, fills report (failures, details as "[...]", at most
+ *  LG_SCHEMA_MAX_ERRORS). A passing value allocates nothing (the details come from a second pass
+ *  over a failing one). */
+size_t lg_schema_check(const lg_schema_t *s, lua_State *L, int idx, lg_schema_report_t *report);
+
+/** Push a full userdata that owns `s` (freed by its __gc). Its block is the lg_schema_t pointer,
+ *  so code that knows a value is such a userdata may read `*(lg_schema_t **)lua_touserdata()`. */
 void lg_schema_push(lua_State *L, lg_schema_t *s);
 /** The schema held by the userdata at idx (made by lg_schema_push), or NULL for any other value. */
 lg_schema_t *lg_schema_to(lua_State *L, int idx);

@@ -171,21 +171,11 @@ int lg_scripts_push(lg_rt_t *rt, lg_script_kind_t kind, lua_State *L, const char
 size_t lg_agent_check_input(lua_State *L, int rec, int task, lg_schema_report_t *report)
 {
     lua_rawgeti(L, rec, LG_AGENT_INPUT);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        return 0;
-    }
-    lg_schema_t *schema = lg_schema_to(L, -1);
+    /* only install() writes this field, always with lg_schema_push's userdata: no metatable check */
+    lg_schema_t **box = lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
     lua_pop(L, 1); /* the record keeps the userdata alive */
+    lg_schema_t *schema = box != NULL ? *box : NULL;
     if (schema == NULL)
         return 0;
-    /* the common case passes and must not allocate: describe the failures in a second pass */
-    size_t n = lg_schema_validate(schema, L, task, NULL, LG_SCHEMA_MAX_ERRORS);
-    if (n != 0 && report != NULL) {
-        lg_buf_putc(&report->details, '[');
-        lg_schema_validate(schema, L, task, &report->details, LG_SCHEMA_MAX_ERRORS);
-        lg_buf_putc(&report->details, ']');
-        report->failures = n;
-    }
-    return n;
+    return lg_schema_check(schema, L, task, report);
 }

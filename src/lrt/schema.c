@@ -909,11 +909,26 @@ size_t lg_schema_validate(const lg_schema_t *s, lua_State *L, int idx, lg_buf_t 
         max = LG_SCHEMA_MAX_ERRORS;
     if (!lua_checkstack(L, s->stack_need))
         luaL_error(L, "schema validation: out of Lua stack");
-    vctx_t v = {.L = L, .details = details, .max = max};
+    vctx_t v; /* segs is written before it is read: no need to clear its 1 KiB on every request */
+    v.L = L, v.details = details, v.max = max, v.count = 0, v.nsegs = 0;
+    v.path = (lg_buf_t){0};
     check(&v, s, idx);
     lua_settop(L, top);
     lg_buf_free(&v.path);
     return v.count;
+}
+
+size_t lg_schema_check(const lg_schema_t *s, lua_State *L, int idx, lg_schema_report_t *report)
+{
+    /* the common case passes and must not allocate: describe the failures in a second pass */
+    size_t n = lg_schema_validate(s, L, idx, NULL, LG_SCHEMA_MAX_ERRORS);
+    if (n != 0 && report != NULL) {
+        lg_buf_putc(&report->details, '[');
+        lg_schema_validate(s, L, idx, &report->details, LG_SCHEMA_MAX_ERRORS);
+        lg_buf_putc(&report->details, ']');
+        report->failures = n;
+    }
+    return n;
 }
 
 /* ---- the userdata an agent record holds ---- */

@@ -147,7 +147,8 @@ typedef enum { LG_LAUNCH_OK = 0, LG_LAUNCH_NO_AGENT, LG_LAUNCH_INVALID } lg_laun
 /** Start the agent `name` on e->co, whose stack holds exactly [task, context-or-nil].
  *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS.
  *  LG_LAUNCH_INVALID: the task fails the agent's `input` schema; nothing started, e->co is left as
- *  it was and `invalid` (may be NULL) has the failures (lg_agent_check_input). On any status but OK the caller still owns e. */
+ *  it was and `invalid` (may be NULL) has the failures (lg_schema_check). On any status but OK
+ *  the caller still owns e. */
 lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms,
                                   struct lg_schema_report *invalid);
 /** Give a launched execution its first slice now instead of from the ready queue. The request

@@ -93,11 +93,12 @@ void lg_error_json_invalid(lg_buf_t *out, const char *agent, size_t alen, const 
     char msg[LG_AGENT_NAME_MAX + 160];
     int n;
     if (r->failures > LG_SCHEMA_MAX_ERRORS)
-        n = snprintf(msg, sizeof(msg), "the task does not match the input schema of agent '%.*s' (more than %d errors, the first %d listed)",
+        n = snprintf(msg, sizeof(msg),
+                     "the task does not match the input schema of agent '%.*s' (more than %d errors, the first %d listed)",
                      (int)alen, agent, LG_SCHEMA_MAX_ERRORS, LG_SCHEMA_MAX_ERRORS);
     else
-        n = snprintf(msg, sizeof(msg), "the task does not match the input schema of agent '%.*s' (%zu error%s)", (int)alen,
-                     agent, r->failures, r->failures == 1 ? "" : "s");
+        n = snprintf(msg, sizeof(msg), "the task does not match the input schema of agent '%.*s' (%zu error%s)",
+                     (int)alen, agent, r->failures, r->failures == 1 ? "" : "s");
     lg_error_json(out, "validation_failed", msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, request_id,
                   execution_id);
     out->len -= 2; /* reopen the error object: "}}" */

@@ -125,8 +125,15 @@ static int cmd_run(const lg_config_t *cfg, int argc, char **argv)
         lg_exec_discard(e);
     } else {
         lg_uuid4(e->request_id);
-        if (lg_exec_launch(e, agent, strlen(agent), 0) != LG_LAUNCH_OK) {
-            fprintf(stderr, "luagent: no agent named '%s' in %s\n", agent, cfg->agents_dir);
+        lg_schema_report_t invalid = {0};
+        lg_launch_status_t ls = lg_exec_launch(e, agent, strlen(agent), 0, &invalid);
+        if (ls != LG_LAUNCH_OK) {
+            if (ls == LG_LAUNCH_INVALID)
+                fprintf(stderr, "luagent: the task does not match the input schema of %s: %s\n", agent,
+                        invalid.details.data);
+            else
+                fprintf(stderr, "luagent: no agent named '%s' in %s\n", agent, cfg->agents_dir);
+            lg_buf_free(&invalid.details);
             lua_settop(e->co, 0);
             lg_exec_discard(e);
         } else {

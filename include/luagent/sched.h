@@ -144,10 +144,15 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner);
 /** Free an execution that was never launched (the request was refused before it started). */
 void lg_exec_discard(lg_exec_t *e);
 
-typedef enum { LG_LAUNCH_OK = 0, LG_LAUNCH_NO_AGENT } lg_launch_status_t;
+struct lg_schema_report;
+typedef enum { LG_LAUNCH_OK = 0, LG_LAUNCH_NO_AGENT, LG_LAUNCH_INVALID } lg_launch_status_t;
 /** Start the agent `name` on e->co, whose stack holds exactly [task, context-or-nil].
- *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS. */
-lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms);
+ *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS.
+ *  LG_LAUNCH_INVALID: the task fails the agent's `input` schema; nothing started, e->co is left as
+ *  it was and `invalid` (may be NULL) has the failures (lg_schema_check). On any status but OK
+ *  the caller still owns e. */
+lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms,
+                                  struct lg_schema_report *invalid);
 /** Give a launched execution its first slice now instead of from the ready queue. The request
  *  handler does this so that an agent that does not yield answers inside h2o's own callback, as
  *  a plain h2o handler would: the reply is written and the connection reads again before h2o

@@ -74,6 +74,14 @@ void lg_reply_error(h2o_req_t *req, int status, const char *code, const char *me
 /** Append {"error":{"code","message","request_id"[,"execution_id"]}} to out. */
 void lg_error_json(lg_buf_t *out, const char *code, const char *message, size_t mlen, const char *request_id,
                    const char *execution_id);
+struct lg_schema_report;
+/** The 422 validation_failed error of a task that fails its agent's `input` schema:
+ *  {"error":{"code":"validation_failed","message","request_id"[,"execution_id"],"details":[...]}}.
+ *  The message names the agent and counts the failures. */
+void lg_error_json_invalid(lg_buf_t *out, const char *agent, size_t alen, const struct lg_schema_report *r,
+                           const char *request_id, const char *execution_id);
+void lg_reply_invalid(h2o_req_t *req, const char *agent, size_t alen, const struct lg_schema_report *r,
+                      const char *request_id);
 const char *lg_status_reason(int status);
 void lg_access_log(h2o_req_t *req, int status, const char *request_id, uint64_t start_ns, const char *execution_id,
                    const char *agent, const char *version);

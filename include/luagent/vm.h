@@ -53,6 +53,8 @@ void lg_vm_close(lg_vm_t *vm);
 /** The VM a lua_State (or any of its coroutines) belongs to. */
 lg_vm_t *lg_vm_of(lua_State *L);
 
+struct lg_schema;
+
 typedef enum { LG_SCRIPT_AGENT = 0, LG_SCRIPT_PROVIDER, LG_SCRIPT_KINDS } lg_script_kind_t;
 
 /** Compile `src` as a script of `kind` in a fresh sandbox and run its top level (under the load
@@ -64,8 +66,12 @@ typedef enum { LG_SCRIPT_AGENT = 0, LG_SCRIPT_PROVIDER, LG_SCRIPT_KINDS } lg_scr
  *  `build_request` and `parse_response` functions; `stream_init`, `stream_event`, `stream_finish`,
  *  `classify_error` functions, `name`/`default_model`/`default_base_url` strings and a `families`
  *  table are optional. */
+/*  An agent's `input` must also be a valid schema (schema.h): it is compiled here; when `input` is
+ *  not NULL it receives the compiled schema (NULL when the agent has none) and the caller owns it,
+ *  otherwise it is freed. A malformed schema fails the load like any other contract error:
+ *  "hello.lua: field 'input' is not a valid schema: /properties/age/minimum: must be a number". */
 int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname, const char *src, size_t len,
-                      size_t mem_limit, char *err, size_t errlen);
+                      size_t mem_limit, char *err, size_t errlen, struct lg_schema **input);
 
 /** Push a new sandbox environment table (see above). Used by lg_vm_load_agent and tests. */
 void lg_vm_sandbox_env(lua_State *L);

@@ -7,6 +7,7 @@
 
 #include "luagent/log.h"
 #include "luagent/registry.h"
+#include "luagent/schema.h"
 
 typedef struct pending {
     char *name, *relpath, *source;
@@ -60,9 +61,10 @@ static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
 {
     lua_State *L = s->L;
     char chunkname[512], err[1024];
+    lg_schema_t *input = NULL;
     snprintf(chunkname, sizeof(chunkname), "=%s", p->relpath);
     if (lg_vm_load_script(&rt->vm, s->kind, chunkname, p->source, p->len, (size_t)rt->cfg->memory_limit_mb << 20, err,
-                          sizeof(err)) != 0) {
+                          sizeof(err), &input) != 0) {
         /* it loaded in the validator: this is rare (non-deterministic top level); keep the old one */
         lg_log(LG_LOG_ERROR, "%s %s version %s failed to load in a worker: %s",
                s->kind == LG_SCRIPT_AGENT ? "agent" : "provider", p->name, p->version, err);
@@ -75,7 +77,11 @@ static void install(lg_rt_t *rt, sync_ctx_t *s, pending_t *p)
         return;
     }
     int mod = lua_gettop(L);
-    lua_createtable(L, LG_REC_MODULE, 0);
+    lua_createtable(L, LG_AGENT_INPUT, 0);
+    if (input != NULL) {
+        lg_schema_push(L, input);
+        lua_rawseti(L, -2, LG_AGENT_INPUT);
+    }
     lua_pushvalue(L, mod);
     lua_rawseti(L, -2, LG_REC_MODULE);
     lua_getfield(L, mod, "execute");
@@ -160,4 +166,16 @@ int lg_scripts_push(lg_rt_t *rt, lg_script_kind_t kind, lua_State *L, const char
         return 1;
     lua_pop(L, 1);
     return 0;
+}
+
+size_t lg_agent_check_input(lua_State *L, int rec, int task, lg_schema_report_t *report)
+{
+    lua_rawgeti(L, rec, LG_AGENT_INPUT);
+    /* only install() writes this field, always with lg_schema_push's userdata: no metatable check */
+    lg_schema_t **box = lua_type(L, -1) == LUA_TUSERDATA ? lua_touserdata(L, -1) : NULL;
+    lua_pop(L, 1); /* the record keeps the userdata alive */
+    lg_schema_t *schema = box != NULL ? *box : NULL;
+    if (schema == NULL)
+        return 0;
+    return lg_schema_check(schema, L, task, report);
 }

@@ -187,7 +187,8 @@ static int examine(reg_t *R, const char *relpath, const char *path)
     lua_State *L = validator.L;
     char *description = NULL, *input_json = NULL;
     int timeout_ms = 0, ok = 0;
-    if (src != NULL && lg_vm_load_script(&validator, R->kind, chunkname, src, len, mem_limit, err, sizeof(err)) == 0) {
+    if (src != NULL &&
+        lg_vm_load_script(&validator, R->kind, chunkname, src, len, mem_limit, err, sizeof(err), NULL) == 0) {
         ok = 1;
         lua_getfield(L, -1, "description");
         if (lua_isstring(L, -1))

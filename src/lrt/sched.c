@@ -301,7 +301,8 @@ static void release(lg_exec_t *e, int reusable)
 
 void lg_exec_discard(lg_exec_t *e) { release(e, 1); }
 
-lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms)
+lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen, int timeout_ms,
+                                  lg_schema_report_t *invalid)
 {
     lg_rt_t *rt = e->rt;
     lua_State *co = e->co;
@@ -316,7 +317,15 @@ lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen
     strncpy(e->version, lua_tostring(co, -1), LG_VERSION_LEN);
     lua_rawgeti(co, 1, LG_AGENT_TIMEOUT);
     int agent_timeout = (int)lua_tointeger(co, -1);
-    lua_pop(co, 2);
+    /* the input schema: nil or lg_schema_push's userdata (only agents.c writes the field), read
+     * here with the other fields so an agent without one pays a rawgeti and nothing else */
+    lua_rawgeti(co, 1, LG_AGENT_INPUT);
+    lg_schema_t **input = lua_touserdata(co, -1);
+    lua_pop(co, 3);
+    if (input != NULL && lg_schema_check(*input, co, 2, invalid) != 0) {
+        lua_remove(co, 1); /* [task context], as the caller gave it */
+        return LG_LAUNCH_INVALID;
+    }
     if (timeout_ms <= 0)
         timeout_ms = agent_timeout > 0 ? agent_timeout : rt->cfg->exec_timeout_ms;
     e->timeout_ms = timeout_ms;

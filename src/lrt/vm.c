@@ -10,6 +10,7 @@
 #include "luagent/bind.h"
 #include "luagent/ids.h"
 #include "luagent/json.h"
+#include "luagent/schema.h"
 
 #define TEMPLATE_KEY "luagent.sandbox_template"
 #define SHARED_KEY "luagent.sandbox_shared" /* tables agents share instead of copying (json.array_mt) */
@@ -319,8 +320,10 @@ static const char *check_field(lua_State *L, const char *field, int type, int op
 }
 
 int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname, const char *src, size_t len,
-                      size_t mem_limit, char *err, size_t errlen)
+                      size_t mem_limit, char *err, size_t errlen, lg_schema_t **input)
 {
+    if (input != NULL)
+        *input = NULL;
     lua_State *L = vm->L;
     int top = lua_gettop(L);
     if (len > 0 && src[0] == LUA_SIGNATURE[0]) {
@@ -392,6 +395,23 @@ int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname,
         snprintf(err, errlen, "%s: field '%s' must be a %s", chunkname + 1, field, bad);
         lua_settop(L, top);
         return -1;
+    }
+    if (kind == LG_SCRIPT_AGENT) { /* the input schema is compiled here, once per VM (schema.h) */
+        lua_getfield(L, -1, "input");
+        if (lua_istable(L, -1)) {
+            char why[384];
+            lg_schema_t *schema = lg_schema_compile(L, -1, why, sizeof(why));
+            if (schema == NULL) {
+                snprintf(err, errlen, "%s: field 'input' is not a valid schema: %s", chunkname + 1, why);
+                lua_settop(L, top);
+                return -1;
+            }
+            if (input != NULL)
+                *input = schema;
+            else
+                lg_schema_free(schema);
+        }
+        lua_pop(L, 1);
     }
     /* lock the environment: from now on a new global is a bug (shared by concurrent executions) */
     lua_newtable(L);

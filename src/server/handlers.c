@@ -493,28 +493,36 @@ static int execute_claimed(start_t *s)
     lg_worker_t *w = lg_worker_of(req);
     lg_exec_t *e = s->e;
     s->e = NULL;
-    int found;
-    if (s->opts.async) {
-        if ((found = lg_agents_push(&w->rt, e->co, s->name, s->namelen)) != 0) {
-            lua_pop(e->co, 1);
+    lg_launch_status_t ls = LG_LAUNCH_OK;
+    lg_schema_report_t invalid = {0};
+    if (s->opts.async) { /* the task is checked now, so a bad one is a 422 rather than a failed job */
+        if (!lg_agents_push(&w->rt, e->co, s->name, s->namelen))
+            ls = LG_LAUNCH_NO_AGENT;
+        else if (lg_agent_check_input(e->co, lua_gettop(e->co), 1, &invalid) != 0)
+            ls = LG_LAUNCH_INVALID;
+        lua_settop(e->co, 2);
+        if (ls == LG_LAUNCH_OK)
             submit_async(req, e, s->name, s->namelen, s->opts.callback_url);
-        }
     } else {
         e->stream = wants_sse(req);
-        found = lg_exec_launch(e, s->name, s->namelen, 0) == LG_LAUNCH_OK;
+        ls = lg_exec_launch(e, s->name, s->namelen, 0, &invalid);
     }
-    if (s->opts.async || !found) {
+    if (s->opts.async || ls != LG_LAUNCH_OK) {
         lua_settop(e->co, 0);
         lg_exec_discard(e);
-        if (!found) {
-            char msg[LG_AGENT_NAME_MAX + 32];
-            snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)s->namelen, s->name);
-            if (s->idem_len > 0) /* nothing ran: a retry may try again */
-                idem_put(&w->rt, s->idem_redis, s->idem, (size_t)s->idem_len, NULL, 0);
-            lg_reply_error(req, 404, "not_found", msg, s->request_id);
-            return 404;
+        if (ls == LG_LAUNCH_OK)
+            return 202;
+        if (s->idem_len > 0) /* nothing ran: a retry may try again */
+            idem_put(&w->rt, s->idem_redis, s->idem, (size_t)s->idem_len, NULL, 0);
+        if (ls == LG_LAUNCH_INVALID) { /* refused before it ran: not recorded, like a 404 */
+            lg_reply_invalid(req, s->name, s->namelen, &invalid, s->request_id);
+            lg_buf_free(&invalid.details);
+            return 422;
         }
-        return 202;
+        char msg[LG_AGENT_NAME_MAX + 32];
+        snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)s->namelen, s->name);
+        lg_reply_error(req, 404, "not_found", msg, s->request_id);
+        return 404;
     }
     lg_link_t *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), link_dispose);
     memset(l, 0, sizeof(*l));

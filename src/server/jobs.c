@@ -15,6 +15,7 @@
 #include "luagent/log.h"
 #include "luagent/redis.h"
 #include "luagent/router.h"
+#include "luagent/schema.h"
 #include "luagent/store.h"
 #include "luagent/worker.h"
 
@@ -285,11 +286,10 @@ static const char *str_field(lua_State *co, int t, const char *k, size_t *len)
     return s;
 }
 
-/* A job that cannot start: record it failed with `code` and `msg`. Stack of co: [task, context]. */
-static void job_refused(lg_exec_t *e, const char *code, const char *msg, const char *url)
+/* A job that cannot start: record it failed with the error object in b (lg_error_json), which is
+ * freed. Stack of co: [task, context]. */
+static void job_refused_json(lg_exec_t *e, lg_buf_t b, const char *url)
 {
-    lg_buf_t b = {0};
-    lg_error_json(&b, code, msg, strlen(msg), e->request_id, e->id);
     lg_record_begin(e, 1);
     lg_rec_t *r = lg_record_build(e, LG_REC_FAILED, NULL, 0, b.data + 9, b.len - 10);
     lg_buf_free(&b);
@@ -297,6 +297,14 @@ static void job_refused(lg_exec_t *e, const char *code, const char *msg, const c
     if (url != NULL)
         callback_start(w, url, r);
     lg_record_commit(e->rt, r);
+}
+
+/* The same with `code` and `msg`. */
+static void job_refused(lg_exec_t *e, const char *code, const char *msg, const char *url)
+{
+    lg_buf_t b = {0};
+    lg_error_json(&b, code, msg, strlen(msg), e->request_id, e->id);
+    job_refused_json(e, b, url);
 }
 
 /* Decode a job onto a new execution: 0 with co = [task, context] and the ids set, or -1. */
@@ -357,10 +365,19 @@ static void start_job(lg_worker_t *w, const char *json, size_t len, const char *
     j->callback_url = url;
     snprintf(j->entry, sizeof(j->entry), "%s", entry ? entry : "");
     e->owner = j;
-    if (lg_exec_launch(e, name, namelen, 0) != LG_LAUNCH_OK) {
-        char msg[LG_AGENT_NAME_MAX + 32];
-        snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)namelen, name);
-        job_refused(e, "not_found", msg, j->callback_url);
+    lg_schema_report_t invalid = {0};
+    lg_launch_status_t ls = lg_exec_launch(e, name, namelen, 0, &invalid);
+    if (ls != LG_LAUNCH_OK) {
+        lg_buf_t b = {0};
+        if (ls == LG_LAUNCH_INVALID) { /* checked at submission; the agent has changed since */
+            lg_error_json_invalid(&b, name, namelen, &invalid, e->request_id, e->id);
+        } else {
+            char msg[LG_AGENT_NAME_MAX + 32];
+            int n = snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)namelen, name);
+            lg_error_json(&b, "not_found", msg, (size_t)n, e->request_id, e->id);
+        }
+        lg_buf_free(&invalid.details);
+        job_refused_json(e, b, j->callback_url);
         lua_settop(e->co, 0);
         lg_exec_discard(e);
         if (entry != NULL)

@@ -2,6 +2,8 @@
 
 #include "luagent/ids.h"
 #include "luagent/log.h"
+#include "luagent/router.h"
+#include "luagent/schema.h"
 #include "luagent/server.h"
 #include "luagent/worker.h"
 
@@ -83,6 +85,38 @@ void lg_error_json(lg_buf_t *out, const char *code, const char *message, size_t 
         lg_buf_json_str(out, execution_id, strlen(execution_id));
     }
     lg_buf_lit(out, "}}");
+}
+
+void lg_error_json_invalid(lg_buf_t *out, const char *agent, size_t alen, const lg_schema_report_t *r,
+                           const char *request_id, const char *execution_id)
+{
+    char msg[LG_AGENT_NAME_MAX + 160];
+    int n;
+    if (r->failures > LG_SCHEMA_MAX_ERRORS)
+        n = snprintf(msg, sizeof(msg),
+                     "the task does not match the input schema of agent '%.*s' (more than %d errors, the first %d listed)",
+                     (int)alen, agent, LG_SCHEMA_MAX_ERRORS, LG_SCHEMA_MAX_ERRORS);
+    else
+        n = snprintf(msg, sizeof(msg), "the task does not match the input schema of agent '%.*s' (%zu error%s)",
+                     (int)alen, agent, r->failures, r->failures == 1 ? "" : "s");
+    lg_error_json(out, "validation_failed", msg, (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1, request_id,
+                  execution_id);
+    out->len -= 2; /* reopen the error object: "}}" */
+    lg_buf_lit(out, ",\"details\":");
+    if (r->details.len > 0)
+        lg_buf_append(out, r->details.data, r->details.len);
+    else
+        lg_buf_lit(out, "[]");
+    lg_buf_lit(out, "}}");
+}
+
+void lg_reply_invalid(h2o_req_t *req, const char *agent, size_t alen, const lg_schema_report_t *r,
+                      const char *request_id)
+{
+    lg_buf_t *b = &lg_worker_of(req)->scratch;
+    lg_buf_reset(b);
+    lg_error_json_invalid(b, agent, alen, r, request_id, NULL);
+    lg_reply_json(req, 422, request_id, b->data, b->len);
 }
 
 void lg_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *request_id)

@@ -27,7 +27,7 @@ static int load_into_vm(lua_State *L, lg_vm_t *v)
     const char *src = luaL_checklstring(L, 1, &len);
     char chunkname[256], err[1024];
     snprintf(chunkname, sizeof(chunkname), "=%s", luaL_optstring(L, 2, "spec.lua"));
-    if (lg_vm_load_script(v, LG_SCRIPT_AGENT, chunkname, src, len, 64u << 20, err, sizeof(err)) != 0) {
+    if (lg_vm_load_script(v, LG_SCRIPT_AGENT, chunkname, src, len, 64u << 20, err, sizeof(err), NULL) != 0) {
         lua_pushboolean(L, 0);
         lua_pushstring(L, err);
         return -1;

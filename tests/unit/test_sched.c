@@ -90,7 +90,7 @@ static void launch(outcome_t *o, const char *agent, const char *task)
     lg_json_error_t err;
     assert_int_equal(lg_json_decode(e->co, task, strlen(task), 16, &err), LG_JSON_OK);
     lua_pushnil(e->co);
-    assert_int_equal(lg_exec_launch(e, agent, strlen(agent), 0), LG_LAUNCH_OK);
+    assert_int_equal(lg_exec_launch(e, agent, strlen(agent), 0, NULL), LG_LAUNCH_OK);
 }
 
 static void run_until_done(outcome_t *o, int n)
@@ -161,7 +161,7 @@ static void test_cancel_runs_cleanup(void **state)
     lg_json_error_t err;
     lg_json_decode(e->co, "{\"ms\":5000}", 11, 4, &err);
     lua_pushnil(e->co);
-    assert_int_equal(lg_exec_launch(e, "sleepy", 6, 0), LG_LAUNCH_OK);
+    assert_int_equal(lg_exec_launch(e, "sleepy", 6, 0, NULL), LG_LAUNCH_OK);
     lg_rt_run_once(&rt, 0); /* runs until the sleep */
     assert_int_equal(rt.timers.n, 2); /* deadline + sleep */
     lg_exec_cancel(e);
@@ -177,7 +177,7 @@ static void test_unknown_agent(void **state)
     lg_exec_t *e = lg_exec_new(&rt, &ops, &o);
     lua_pushboolean(e->co, 1);
     lua_pushnil(e->co);
-    assert_int_equal(lg_exec_launch(e, "nosuch", 6, 0), LG_LAUNCH_NO_AGENT);
+    assert_int_equal(lg_exec_launch(e, "nosuch", 6, 0, NULL), LG_LAUNCH_NO_AGENT);
     lua_settop(e->co, 0);
     lg_exec_discard(e);
 }

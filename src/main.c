@@ -12,6 +12,7 @@
 #include "luagent/json.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
+#include "luagent/secrets.h"
 #include "luagent/store.h"
 #include "luagent/sched.h"
 #include "luagent/server.h"
@@ -23,6 +24,8 @@ static void usage(FILE *out)
                  "  run AGENT --task JSON [--context JSON] execute an agent once and print its result\n"
                  "  check [DIR]                            load and validate every agent (exit 1 on errors)\n"
                  "  config                                 print the effective settings (secrets redacted)\n"
+                 "  config set NAME VALUE | unset NAME     run-time settings in the database (secrets encrypted)\n"
+                 "  config rotate-key                      re-encrypt them for LUAGENT_NEW_SECRET_KEY\n"
                  "  migrate                                apply the database migrations (DATABASE_URL)\n"
                  "  keys create --name NAME --role viewer|operator|admin [--rate-limit N/min] [--expires DAYS]\n"
                  "  keys list | keys revoke ID             API keys (in Postgres, or LUAGENT_API_KEYS_FILE)\n"
@@ -171,6 +174,58 @@ static int cmd_check(const lg_config_t *cfg, const char *dir)
     return errors ? 1 : 0;
 }
 
+/* Settings stored in the database apply where the environment and .env leave them unset. */
+static void load_stored(lg_config_t *cfg, int quiet)
+{
+    char err[512];
+    int applied;
+    if (cfg->database_url != NULL && lg_config_load_stored(cfg, &applied, err, sizeof(err)) != 0 && !quiet)
+        lg_log(LG_LOG_WARN, "settings stored in the database not applied: %s", err);
+}
+
+static int cmd_config(lg_config_t *cfg, int argc, char **argv)
+{
+    char err[512];
+    const char *sub = argc > 0 ? argv[0] : "";
+    if (argc == 0) {
+        load_stored(cfg, 0);
+        lg_config_print(cfg, stdout);
+        return 0;
+    }
+    if (strcmp(sub, "set") == 0 && argc == 3) {
+        if (lg_config_store(cfg, argv[1], argv[2], err, sizeof(err)) != 0) {
+            fprintf(stderr, "luagent config set: %s\n", err);
+            return 1;
+        }
+        int secret;
+        lg_config_storable(argv[1], &secret);
+        printf("stored %s%s\n", argv[1], secret ? " (encrypted)" : "");
+        return 0;
+    }
+    if (strcmp(sub, "unset") == 0 && argc == 2) {
+        int rc = lg_config_unstore(cfg, argv[1], err, sizeof(err));
+        if (rc < 0)
+            fprintf(stderr, "luagent config unset: %s\n", err);
+        else
+            printf(rc ? "removed %s\n" : "%s was not stored\n", argv[1]);
+        return rc < 0 ? 1 : 0;
+    }
+    if (strcmp(sub, "rotate-key") == 0 && argc == 1) {
+        const char *nk = getenv("LUAGENT_NEW_SECRET_KEY");
+        int n = nk != NULL ? lg_config_rotate(cfg, nk, err, sizeof(err)) : -1;
+        if (nk == NULL)
+            snprintf(err, sizeof(err), "set LUAGENT_NEW_SECRET_KEY to the new key (64 hex digits or base64)");
+        if (n < 0) {
+            fprintf(stderr, "luagent config rotate-key: %s\n", err);
+            return 1;
+        }
+        printf("re-encrypted %d secret%s: now set LUAGENT_SECRET_KEY to the new key\n", n, n == 1 ? "" : "s");
+        return 0;
+    }
+    fprintf(stderr, "luagent config: config | config set NAME VALUE | config unset NAME | config rotate-key\n");
+    return 2;
+}
+
 static int cmd_migrate(const lg_config_t *cfg)
 {
     if (cfg->database_url == NULL) {
@@ -287,10 +342,14 @@ int main(int argc, char **argv)
     }
     lg_log_setup(cfg.log_level, cfg.log_format, cfg.log_file);
     int rc;
-    if (strcmp(cmd, "serve") == 0)
+    if (strcmp(cmd, "serve") == 0) {
+        load_stored(&cfg, 0);
         rc = lg_server_run(&cfg);
-    else if (strcmp(cmd, "run") == 0)
+    }
+    else if (strcmp(cmd, "run") == 0) {
+        load_stored(&cfg, 0);
         rc = cmd_run(&cfg, argc - 2, argv + 2);
+    }
     else if (strcmp(cmd, "check") == 0)
         rc = cmd_check(&cfg, argc > 2 ? argv[2] : cfg.agents_dir);
     else if (strcmp(cmd, "keys") == 0)
@@ -298,7 +357,7 @@ int main(int argc, char **argv)
     else if (strcmp(cmd, "migrate") == 0)
         rc = cmd_migrate(&cfg);
     else if (strcmp(cmd, "config") == 0)
-        lg_config_print(&cfg, stdout), rc = 0;
+        rc = cmd_config(&cfg, argc - 2, argv + 2);
     else {
         fprintf(stderr, "luagent: unknown command '%s'\n\n", cmd);
         usage(stderr);

@@ -54,12 +54,20 @@ typedef struct lg_config {
     int job_concurrency;             /* LUAGENT_JOB_CONCURRENCY: async executions per worker at once (16) */
     int job_claim_ms;                /* LUAGENT_JOB_CLAIM_MS: a job idle this long on a dead consumer is
                                         reclaimed by another (30000) */
+    unsigned long long env_set;      /* bit i: variable i of the table was set by the environment or .env */
 } lg_config_t;
 
 /** Load defaults, then `dotenv_path` (NULL: ".env" in the working directory; a missing file is
  *  fine, an unreadable or malformed one is an error), then the environment. 0 or -1 with `err`. */
 int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t errlen);
 void lg_config_free(lg_config_t *cfg);
+
+/** May `name` be stored in the database's config table (a run-time setting)? *secret: it must be
+ *  stored encrypted. */
+int lg_config_storable(const char *name, int *secret);
+/** Apply a stored value for `name` unless the environment or .env set it: 1 applied, 0 the
+ *  environment wins, -1 a bad value (err names the variable, never quotes a secret). */
+int lg_config_apply(lg_config_t *cfg, const char *name, const char *value, char *err, size_t errlen);
 
 /** Print every setting as `NAME=value` lines (one per variable, in the DESIGN §7 order), secrets
  *  shown as `***` when set and URLs with their password replaced by `***`. */

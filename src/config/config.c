@@ -423,6 +423,7 @@ static const var_t VARS[] = {
 #undef F
 
 #define NVARS (sizeof VARS / sizeof VARS[0])
+_Static_assert(NVARS <= 64, "lg_config_t.env_set has one bit per variable");
 
 static int is_secret_name(const char *name)
 {
@@ -675,6 +676,7 @@ static int apply_var(lg_config_t *cfg, const var_t *v, const dotenv_t *d, char *
     }
     if (!s || !*s)
         return 0; /* unset or empty: keep the default */
+    cfg->env_set |= 1ull << (v - VARS);
 
     long long n;
     switch (v->kind) {
@@ -1087,4 +1089,54 @@ void lg_config_print(const lg_config_t *cfg, FILE *out)
         }
         fputc('\n', out);
     }
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Settings stored in the database (secrets.h): which may be, and applying them
+ * ---------------------------------------------------------------------------------------------- */
+
+static const var_t *find_var(const char *name)
+{
+    for (size_t i = 0; i < NVARS; i++)
+        if (strcmp(VARS[i].name, name) == 0 || (VARS[i].alt && strcmp(VARS[i].alt, name) == 0))
+            return &VARS[i];
+    return NULL;
+}
+
+int lg_config_storable(const char *name, int *secret)
+{
+    static const char *const run_time[] = {
+        "OPENAI_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "GEMINI_API_KEY",
+        "GOOGLE_API_KEY", "GEMINI_BASE_URL", "LUAGENT_DEFAULT_MODEL", "LUAGENT_JWT_SECRET", "LUAGENT_JWT_PUBLIC_KEY",
+        "LUAGENT_JWT_ISSUER", "LUAGENT_JWT_AUDIENCE", "LUAGENT_RATE_LIMIT", "LUAGENT_CALLBACK_SECRET",
+        "LUAGENT_EXEC_TIMEOUT_MS", "LUAGENT_MEMORY_LIMIT_MB", "LUAGENT_SESSION_TTL_S"};
+    for (size_t i = 0; i < sizeof run_time / sizeof run_time[0]; i++)
+        if (strcmp(name, run_time[i]) == 0) {
+            *secret = is_secret_name(name);
+            return 1;
+        }
+    return 0;
+}
+
+int lg_config_apply(lg_config_t *cfg, const char *name, const char *value, char *err, size_t errlen)
+{
+    const var_t *v = find_var(name);
+    if (v == NULL) {
+        set_err(err, errlen, "%s: not a setting", name);
+        return -1;
+    }
+    if (cfg->env_set & (1ull << (v - VARS)))
+        return 0; /* the environment or .env wins */
+    dotenv_t d = {0};
+    var_t one = *v;
+    one.name = name; /* a value stored under the fallback name (GOOGLE_API_KEY) applies as it */
+    one.alt = NULL;
+    if (getenv(name) != NULL && *getenv(name)) /* set but not tracked (an alt name): the environment wins */
+        return 0;
+    if (dotenv_put(&d, strdup(name), strdup(value)) != 0)
+        return oom(err, errlen);
+    int rc = apply_var(cfg, &one, &d, err, errlen);
+    cfg->env_set &= ~(1ull << (v - VARS)); /* came from the table, not the environment */
+    dotenv_free(&d);
+    return rc == 0 ? 1 : -1;
 }

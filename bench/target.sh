@@ -50,7 +50,7 @@ case "${BENCH_VARIANT:-}" in
     key=${BENCH_AUTH#Bearer }
     [[ $key =~ ^lg_[A-Za-z0-9_-]{43}$ ]] || { echo "bench/target.sh: apikey needs BENCH_AUTH='Bearer lg_...'" >&2; exit 2; }
     export LUAGENT_AUTH=required LUAGENT_API_KEYS_FILE=$WORK/api_keys
-    printf '%s\toperator\t%s\t0\t0\t0\t0\t0\tbench\n' "$(cat /proc/sys/kernel/random/uuid)" \
+    printf '%s\toperator\t%s\t0\t0\t0\t0\t0\t*\tbench\n' "$(cat /proc/sys/kernel/random/uuid)" \
       "$(printf %s "$key" | sha256sum | cut -c1-64)" >"$LUAGENT_API_KEYS_FILE" ;;
   *) echo "bench/target.sh: unknown BENCH_VARIANT '$BENCH_VARIANT'" >&2; exit 2 ;;
 esac

@@ -28,6 +28,7 @@ static void usage(FILE *out)
                  "  config rotate-key                      re-encrypt them for LUAGENT_NEW_SECRET_KEY\n"
                  "  migrate                                apply the database migrations (DATABASE_URL)\n"
                  "  keys create --name NAME --role viewer|operator|admin [--rate-limit N/min] [--expires DAYS]\n"
+                 "              [--agents a,b]            (the agents the key may run; default all)\n"
                  "  keys list | keys revoke ID             API keys (in Postgres, or LUAGENT_API_KEYS_FILE)\n"
                  "  version                                print the version\n\n"
                  "Settings come from the environment and ./.env (see .env.example).\n");
@@ -266,13 +267,15 @@ static int cmd_keys(const lg_config_t *cfg, int argc, char **argv)
     }
     const char *sub = argc > 0 ? argv[0] : "list";
     if (strcmp(sub, "create") == 0) {
-        const char *name = NULL, *role = NULL;
+        const char *name = NULL, *role = NULL, *agents = "";
         int rate = 0, window = 0, days = 0;
         for (int i = 1; i + 1 < argc; i += 2) {
             if (!strcmp(argv[i], "--name"))
                 name = argv[i + 1];
             else if (!strcmp(argv[i], "--role"))
                 role = argv[i + 1];
+            else if (!strcmp(argv[i], "--agents") && lg_keys_agents_valid(argv[i + 1]))
+                agents = argv[i + 1];
             else if (!strcmp(argv[i], "--rate-limit") && parse_rate(argv[i + 1], &rate, &window) == 0)
                 continue;
             else if (!strcmp(argv[i], "--expires") && (days = atoi(argv[i + 1])) > 0)
@@ -288,7 +291,7 @@ static int cmd_keys(const lg_config_t *cfg, int argc, char **argv)
             return 2;
         }
         char key[LG_KEY_LEN + 1], id[40];
-        if (lg_keys_create(cfg, name, r, rate, window, days, key, id, err, sizeof(err)) != 0) {
+        if (lg_keys_create(cfg, name, r, rate, window, days, agents, key, id, err, sizeof(err)) != 0) {
             fprintf(stderr, "luagent keys create: %s\n", err);
             return 1;
         }

@@ -24,12 +24,16 @@
 typedef enum { LG_ROLE_NONE = 0, LG_ROLE_VIEWER, LG_ROLE_OPERATOR, LG_ROLE_ADMIN } lg_role_t;
 
 #define LG_KEY_LEN 46 /* "lg_" + 43 */
+#define LG_KEY_AGENTS_MAX 256 /* a key's agent allow-list, comma-separated */
+#define LG_STR_(x) #x
+#define LG_STR(x) LG_STR_(x)
 
 typedef struct lg_principal {
     lg_role_t role;
     char id[40];    /* the key's id (a UUID), or a JWT's subject */
     char name[64];
     int rate_limit, rate_window_s; /* 0: none of its own */
+    char agents[LG_KEY_AGENTS_MAX]; /* the agents it may run, comma-separated; "" for all */
 } lg_principal_t;
 
 const char *lg_role_name(lg_role_t r);
@@ -53,16 +57,20 @@ uint64_t lg_keys_generation(void);
 /** Make a key (CLI and admin route): its text (shown once) in key_out[LG_KEY_LEN + 1] and its id.
  *  rate_limit 0: none; expires_days 0: never. Stored where the table lives. 0, or -1 with err. */
 int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int rate_limit, int rate_window_s,
-                   int expires_days, char *key_out, char *id_out, char *err, size_t errlen);
+                   int expires_days, const char *agents, char *key_out, char *id_out, char *err, size_t errlen);
+/** Is `list` a valid allow-list ("" or agent names separated by commas)? */
+int lg_keys_agents_valid(const char *list);
+/** May this caller run `agent` (its key's allow-list)? */
+int lg_principal_may_run(const lg_principal_t *p, const char *agent, size_t len);
 /* The same in steps, for a worker (the admin routes), which must not block: make the key, write it
  * to Postgres itself (LG_KEYS_INSERT_SQL with lg_keys_insert_params, on its pool), then
  * lg_keys_keep (the file store's one-line append, and this process's table; frees nk). */
 typedef struct lg_newkey lg_newkey_t;
 extern const char LG_KEYS_INSERT_SQL[], LG_KEYS_REVOKE_SQL[];
 lg_newkey_t *lg_keys_new(const char *name, lg_role_t role, int rate_limit, int rate_window_s, int expires_days,
-                         char *key_out);
+                         const char *agents, char *key_out);
 const char *lg_newkey_id(const lg_newkey_t *nk);
-void lg_keys_insert_params(const lg_newkey_t *nk, const char *params[8]);
+void lg_keys_insert_params(const lg_newkey_t *nk, const char *params[9]);
 int lg_keys_keep(const lg_config_t *cfg, lg_newkey_t *nk, char *err, size_t errlen);
 /** Mark `id` revoked in this process's table (after the store did): 1 when it was live here. */
 int lg_keys_forget(const char *id);

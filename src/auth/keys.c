@@ -16,6 +16,7 @@
 #include "luagent/ids.h"
 #include "luagent/log.h"
 #include "luagent/pg.h"
+#include "luagent/router.h"
 #include "luagent/store.h"
 
 #define RELOAD_MS 2000
@@ -27,6 +28,7 @@ typedef struct key {
     _Atomic uint64_t last_used_ms;
     uint64_t last_used_saved_ms;
     int rate_limit, rate_window_s, revoked;
+    char agents[LG_KEY_AGENTS_MAX]; /* comma-separated allow-list, "" for every agent */
 } apikey_t;
 
 enum { STORE_MEMORY, STORE_FILE, STORE_DB };
@@ -111,7 +113,8 @@ static const char DB_LIST[] =
     "SELECT id::text, name, role, key_hash, prefix, (extract(epoch FROM created_at) * 1000)::bigint,"
     " coalesce((extract(epoch FROM expires_at) * 1000)::bigint, 0),"
     " coalesce((extract(epoch FROM last_used_at) * 1000)::bigint, 0), coalesce(rate_limit, 0),"
-    " coalesce(rate_window_s, 0), revoked_at IS NOT NULL FROM api_keys ORDER BY created_at";
+    " coalesce(rate_window_s, 0), revoked_at IS NOT NULL, coalesce(array_to_string(agents, ','), '')"
+    " FROM api_keys ORDER BY created_at";
 
 static int db_load(PGconn *c, apikey_t **v, size_t *n, char *err, size_t errlen)
 {
@@ -134,6 +137,7 @@ static int db_load(PGconn *c, apikey_t **v, size_t *n, char *err, size_t errlen)
         k->rate_limit = atoi(PQgetvalue(r, (int)i, 8));
         k->rate_window_s = atoi(PQgetvalue(r, (int)i, 9));
         k->revoked = PQgetvalue(r, (int)i, 10)[0] == 't';
+        snprintf(k->agents, sizeof(k->agents), "%s", PQgetvalue(r, (int)i, 11));
     }
     PQclear(r);
     return 0;
@@ -164,17 +168,20 @@ static int file_load(const char *path, apikey_t **v, size_t *n, char *err, size_
         memset(k, 0, sizeof(*k));
         char role[16] = "", *name = NULL;
         unsigned long long created = 0, expires = 0;
-        int revoked = 0, fields = sscanf(line, "%39s %15s %64s %llu %llu %d %d %d", k->id, role, k->hash, &created,
-                                         &expires, &k->rate_limit, &k->rate_window_s, &revoked);
-        if (fields < 8 || strlen(k->hash) != 64 || (k->role = lg_role_parse(role, strlen(role))) == LG_ROLE_NONE) {
+        int revoked = 0, fields = sscanf(line, "%39s %15s %64s %llu %llu %d %d %d %" LG_STR(LG_KEY_AGENTS_MAX) "s",
+                                         k->id, role, k->hash, &created, &expires, &k->rate_limit, &k->rate_window_s,
+                                         &revoked, k->agents);
+        if (fields < 9 || strlen(k->hash) != 64 || (k->role = lg_role_parse(role, strlen(role))) == LG_ROLE_NONE) {
             snprintf(err, errlen, "LUAGENT_API_KEYS_FILE: line %zu of '%s' is not a key line", lineno, path);
             fclose(f);
             free(*v);
             *v = NULL;
             return -1;
         }
-        for (int tabs = 0, i = 0; line[i] != '\0'; i++) /* the name: the rest after the 8th field */
-            if ((line[i] == '\t' || line[i] == ' ') && ++tabs == 8) {
+        if (strcmp(k->agents, "*") == 0)
+            k->agents[0] = '\0';
+        for (int tabs = 0, i = 0; line[i] != '\0'; i++) /* the name: the rest after the 9th field */
+            if ((line[i] == '\t' || line[i] == ' ') && ++tabs == 9) {
                 name = line + i + 1;
                 break;
             }
@@ -192,9 +199,9 @@ static int file_load(const char *path, apikey_t **v, size_t *n, char *err, size_
 
 static void file_line(char *out, size_t cap, const apikey_t *k)
 {
-    snprintf(out, cap, "%s\t%s\t%s\t%llu\t%llu\t%d\t%d\t%d\t%s\n", k->id, ROLE[k->role], k->hash,
+    snprintf(out, cap, "%s\t%s\t%s\t%llu\t%llu\t%d\t%d\t%d\t%s\t%s\n", k->id, ROLE[k->role], k->hash,
              (unsigned long long)k->created_ms, (unsigned long long)k->expires_ms, k->rate_limit, k->rate_window_s,
-             k->revoked, k->name);
+             k->revoked, k->agents[0] ? k->agents : "*", k->name);
 }
 
 /* Rewrite the whole file (a revocation): temp file + rename, so a crash leaves the old or the new. */
@@ -207,7 +214,7 @@ static int file_save(const char *path, const apikey_t *v, size_t n, char *err, s
         snprintf(err, errlen, "LUAGENT_API_KEYS_FILE: cannot write '%s': %s", path, strerror(errno));
         return -1;
     }
-    fputs("# luagent API keys: id role sha256 created_ms expires_ms rate_limit rate_window_s revoked name\n", f);
+    fputs("# luagent API keys: id role sha256 created_ms expires_ms rate_limit rate_window_s revoked agents name\n", f);
     for (size_t i = 0; i < n; i++) {
         file_line(line, sizeof(line), &v[i]);
         fputs(line, f);
@@ -263,6 +270,7 @@ int lg_keys_lookup(const char *key, size_t len, lg_principal_t *out)
             snprintf(out->name, sizeof(out->name), "%s", k->name);
             out->rate_limit = k->rate_limit;
             out->rate_window_s = k->rate_window_s;
+            memcpy(out->agents, k->agents, sizeof(out->agents));
             atomic_store(&k->last_used_ms, now);
             found = 1;
         }
@@ -296,8 +304,19 @@ void lg_keys_list_json(lg_buf_t *out)
         iso_or_null(out, k->expires_ms);
         lg_buf_lit(out, ",\"last_used_at\":");
         iso_or_null(out, atomic_load(&k->last_used_ms));
-        lg_buf_printf(out, ",\"rate_limit\":%d,\"rate_window_s\":%d,\"revoked\":%s}", k->rate_limit, k->rate_window_s,
-                      k->revoked ? "true" : "false");
+        lg_buf_printf(out, ",\"rate_limit\":%d,\"rate_window_s\":%d,\"revoked\":%s,\"agents\":", k->rate_limit,
+                      k->rate_window_s, k->revoked ? "true" : "false");
+        if (k->agents[0] == '\0') {
+            lg_buf_lit(out, "null}");
+        } else { /* names are [A-Za-z0-9_.-]: no escaping */
+            lg_buf_lit(out, "[\"");
+            for (const char *a = k->agents; *a; a++)
+                if (*a == ',')
+                    lg_buf_lit(out, "\",\"");
+                else
+                    lg_buf_putc(out, *a);
+            lg_buf_lit(out, "\"]}");
+        }
     }
     pthread_rwlock_unlock(&K.lock);
     lg_buf_putc(out, ']');
@@ -322,8 +341,9 @@ static void new_key(char *key_out, char *hash)
 }
 
 const char LG_KEYS_INSERT_SQL[] =
-    "INSERT INTO api_keys (id, name, key_hash, prefix, role, rate_limit, rate_window_s, expires_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0))";
+    "INSERT INTO api_keys (id, name, key_hash, prefix, role, rate_limit, rate_window_s, expires_at"
+    " , agents) VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0),"
+    " string_to_array(nullif($9, ''), ','))";
 const char LG_KEYS_REVOKE_SQL[] = "UPDATE api_keys SET revoked_at = now() WHERE id = $1::uuid AND revoked_at IS NULL";
 
 struct lg_newkey {
@@ -332,10 +352,11 @@ struct lg_newkey {
 };
 
 lg_newkey_t *lg_keys_new(const char *name, lg_role_t role, int rate_limit, int rate_window_s, int expires_days,
-                         char *key_out)
+                         const char *agents, char *key_out)
 {
     lg_newkey_t *nk = calloc(1, sizeof(*nk));
     apikey_t *k = &nk->k;
+    snprintf(k->agents, sizeof(k->agents), "%s", agents ? agents : "");
     k->role = role, k->rate_limit = rate_limit, k->rate_window_s = rate_window_s;
     new_key(key_out, k->hash);
     lg_uuid4(k->id);
@@ -352,13 +373,42 @@ lg_newkey_t *lg_keys_new(const char *name, lg_role_t role, int rate_limit, int r
     return nk;
 }
 
+int lg_keys_agents_valid(const char *list)
+{
+    if (list == NULL || *list == '\0')
+        return 1;
+    if (strlen(list) >= LG_KEY_AGENTS_MAX)
+        return 0;
+    for (const char *p = list; *p;) {
+        size_t n = strcspn(p, ",");
+        if (!lg_agent_name_valid(p, n))
+            return 0;
+        p += n + (p[n] == ',');
+    }
+    return 1;
+}
+
+int lg_principal_may_run(const lg_principal_t *p, const char *agent, size_t len)
+{
+    if (p->agents[0] == '\0')
+        return 1;
+    for (const char *a = p->agents; *a;) {
+        size_t n = strcspn(a, ",");
+        if (n == len && memcmp(a, agent, len) == 0)
+            return 1;
+        a += n + (a[n] == ',');
+    }
+    return 0;
+}
+
 const char *lg_newkey_id(const lg_newkey_t *nk) { return nk->k.id; }
 
-void lg_keys_insert_params(const lg_newkey_t *nk, const char *p[8])
+void lg_keys_insert_params(const lg_newkey_t *nk, const char *p[9])
 {
     const apikey_t *k = &nk->k;
     p[0] = k->id, p[1] = k->name, p[2] = k->hash, p[3] = k->prefix, p[4] = ROLE[k->role];
     p[5] = k->rate_limit ? nk->rl : NULL, p[6] = k->rate_limit ? nk->rw : NULL, p[7] = k->expires_ms ? nk->exp : NULL;
+    p[8] = k->agents;
 }
 
 int lg_keys_keep(const lg_config_t *cfg, lg_newkey_t *nk, char *err, size_t errlen)
@@ -399,15 +449,15 @@ int lg_keys_forget(const char *id)
 }
 
 int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int rate_limit, int rate_window_s,
-                   int expires_days, char *key_out, char *id_out, char *err, size_t errlen)
+                   int expires_days, const char *agents, char *key_out, char *id_out, char *err, size_t errlen)
 {
-    lg_newkey_t *nk = lg_keys_new(name, role, rate_limit, rate_window_s, expires_days, key_out);
+    lg_newkey_t *nk = lg_keys_new(name, role, rate_limit, rate_window_s, expires_days, agents, key_out);
     memcpy(id_out, nk->k.id, sizeof(nk->k.id));
     if (store_of(cfg) == STORE_DB) {
         PGconn *c = db_connect(cfg, err, errlen);
-        const char *p[8];
+        const char *p[9];
         lg_keys_insert_params(nk, p);
-        int rc = c == NULL ? -1 : db_exec(c, LG_KEYS_INSERT_SQL, 8, p, NULL, err, errlen);
+        int rc = c == NULL ? -1 : db_exec(c, LG_KEYS_INSERT_SQL, 9, p, NULL, err, errlen);
         PQfinish(c);
         if (rc != 0) {
             free(nk);
@@ -523,7 +573,7 @@ int lg_keys_init(const lg_config_t *cfg, char *err, size_t errlen)
         live += !K.v[i].revoked;
     if (cfg->auth == LG_AUTH_REQUIRED && loaded && live == 0) {
         char key[LG_KEY_LEN + 1], id[40];
-        if (lg_keys_create(cfg, "admin (first start)", LG_ROLE_ADMIN, 0, 0, 0, key, id, err, errlen) != 0)
+        if (lg_keys_create(cfg, "admin (first start)", LG_ROLE_ADMIN, 0, 0, 0, NULL, key, id, err, errlen) != 0)
             return -1;
         printf("admin API key: %s\n", key);
         fflush(stdout);

@@ -90,9 +90,10 @@ static void on_revoked(void *data, PGresult *res, const char *err, const char *s
     finish(k, 200, NULL, NULL);
 }
 
-/* The body of POST /api/v1/keys: {"name", "role", "rate_limit": "600/min", "expires_days": 30} */
+/* The body of POST /api/v1/keys: {"name", "role", "rate_limit": "600/min", "expires_days": 30,
+ * "agents": ["a", "b"]} */
 static const char *parse_create(h2o_req_t *req, lua_State *L, char *name, lg_role_t *role, int *rate, int *window,
-                                int *days)
+                                int *days, char *agents)
 {
     if (lg_json_decode(L, req->entity.base ? req->entity.base : "", req->entity.len, 8, NULL) != LG_JSON_OK ||
         !lua_istable(L, -1))
@@ -120,6 +121,26 @@ static const char *parse_create(h2o_req_t *req, lua_State *L, char *name, lg_rol
     *days = 0;
     if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || (*days = (int)lua_tonumber(L, -1)) < 1 || *days > 36500))
         return "\"expires_days\" must be a whole number of days from 1 to 36500";
+    lua_getfield(L, -5, "agents");
+    agents[0] = '\0';
+    if (!lua_isnil(L, -1)) {
+        static const char bad[] = "\"agents\" must be an array of agent names (the agents the key may run)";
+        if (!lua_istable(L, -1))
+            return bad;
+        size_t n = lua_objlen(L, -1), used = 0;
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (int)i);
+            size_t len;
+            const char *a = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+            if (a == NULL || !lg_agent_name_valid(a, len) || used + len + 2 > LG_KEY_AGENTS_MAX)
+                return bad;
+            if (used > 0)
+                agents[used++] = ',';
+            memcpy(agents + used, a, len);
+            agents[used += len] = '\0';
+            lua_pop(L, 1);
+        }
+    }
     return NULL;
 }
 
@@ -128,25 +149,25 @@ static int create_key(h2o_req_t *req, const char *request_id)
     lg_worker_t *w = lg_worker_of(req);
     lua_State *L = w->rt.vm.L; /* the VM's main thread: no execution runs while this handler does */
     int top = lua_gettop(L), rate, window, days;
-    char name[64];
+    char name[64], agents[LG_KEY_AGENTS_MAX];
     lg_role_t role;
-    const char *bad = parse_create(req, L, name, &role, &rate, &window, &days);
+    const char *bad = parse_create(req, L, name, &role, &rate, &window, &days, agents);
     lua_settop(L, top);
     if (bad != NULL) {
         lg_reply_error(req, 400, "invalid_request", bad, request_id);
         return 400;
     }
     key_wait_t *k = key_wait_new(req, request_id);
-    k->nk = lg_keys_new(name, role, rate, window, days, k->key);
+    k->nk = lg_keys_new(name, role, rate, window, days, agents, k->key);
     snprintf(k->id, sizeof(k->id), "%s", lg_newkey_id(k->nk));
     snprintf(k->name, sizeof(k->name), "%s", name);
     snprintf(k->role, sizeof(k->role), "%s", lg_role_name(role));
     const lg_config_t *cfg = w->server->cfg;
     if (lg_keys_in_db(cfg)) {
         lg_pg_t *pg = lg_rt_pg(&w->rt);
-        const char *params[8], *err = "libpq is not available";
+        const char *params[9], *err = "libpq is not available";
         lg_keys_insert_params(k->nk, params);
-        if (pg != NULL && (k->q = lg_pg_query(pg, LG_KEYS_INSERT_SQL, 8, params, NULL, NULL, on_inserted, k, &err)) != NULL)
+        if (pg != NULL && (k->q = lg_pg_query(pg, LG_KEYS_INSERT_SQL, 9, params, NULL, NULL, on_inserted, k, &err)) != NULL)
             return -1;
         lg_reply_error(req, 503, "unavailable", "the key could not be stored: the database is unavailable", request_id);
         return 503;

@@ -652,6 +652,10 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
         snprintf(msg, sizeof(msg), "no agent named '%.*s'", (int)s.namelen, s.name);
         status = 404, code = "not_found", err = msg;
     }
+    if (err == NULL && !lg_principal_may_run(who, s.name, s.namelen)) {
+        snprintf(msg, sizeof(msg), "this credential may not run the agent '%.*s'", (int)s.namelen, s.name);
+        status = 403, code = "forbidden", err = msg;
+    }
     memcpy(s.request_id, request_id, strlen(request_id) + 1);
     memcpy(s.e->request_id, request_id, strlen(request_id) + 1);
     if (who->role != LG_ROLE_NONE) {

@@ -122,6 +122,19 @@ class AuthTests(ServerTestCase):
         self.assertEqual(rec["result"]["id"], rec["user"]["id"])
         self.assertEqual("operator", rec["user"]["role"])
 
+    def test_agent_allow_list(self):
+        r = keys_cli(self.keys_file, "create", "--name", "echo only", "--role", "operator", "--agents", "echo")
+        self.assertEqual(0, r.returncode, r.stderr)
+        key = json.loads(r.stdout)["key"]
+        self.wait_key(key)
+        self.assertEqual(200, self.post("/api/v1/agents/echo/execute", key).status)
+        err = self.assertError(self.post("/api/v1/agents/who/execute", key), 403, "forbidden")
+        self.assertIn("who", err["message"])
+        listed = json.loads(keys_cli(self.keys_file, "list").stdout)
+        self.assertEqual(["echo"], [k for k in listed if k["name"] == "echo only"][0]["agents"])
+        bad = keys_cli(self.keys_file, "create", "--name", "x", "--role", "operator", "--agents", "../etc")
+        self.assertEqual(2, bad.returncode)
+
     def test_revoked_key_stops_working(self):
         r = keys_cli(self.keys_file, "create", "--name", "short-lived", "--role", "operator")
         self.assertEqual(0, r.returncode, r.stderr)
@@ -271,7 +284,8 @@ class AdminKeyRoutesTests(ServerTestCase):
 
     def test_create_list_use_revoke(self):
         r = self.req("POST", "/api/v1/keys", self.admin, {"name": "from rest", "role": "operator",
-                                                           "rate_limit": "100/min", "expires_days": 7})
+                                                           "rate_limit": "100/min", "expires_days": 7,
+                                                           "agents": ["echo", "team.review"]})
         self.assertEqual(201, r.status, self.ctx_msg(r))
         made = r.body
         self.assertRegex(made["key"], KEY_RE)
@@ -281,6 +295,7 @@ class AdminKeyRoutesTests(ServerTestCase):
         mine = [k for k in listed if k["id"] == made["id"]]
         self.assertEqual(1, len(mine))
         self.assertEqual(100, mine[0]["rate_limit"])
+        self.assertEqual(["echo", "team.review"], mine[0]["agents"])
         self.assertIsNotNone(mine[0]["expires_at"])
         self.assertNotIn(made["key"], json.dumps(listed))
         # an operator may not manage keys
@@ -296,7 +311,8 @@ class AdminKeyRoutesTests(ServerTestCase):
     def test_bad_bodies(self):
         for body in ({"role": "viewer"}, {"name": "x"}, {"name": "x", "role": "root"},
                      {"name": "x", "role": "viewer", "rate_limit": "fast"},
-                     {"name": "x", "role": "viewer", "expires_days": 0}, {"name": "y" * 64, "role": "viewer"}):
+                     {"name": "x", "role": "viewer", "expires_days": 0}, {"name": "y" * 64, "role": "viewer"},
+                     {"name": "x", "role": "viewer", "agents": "echo"}, {"name": "x", "role": "viewer", "agents": ["a/b"]}):
             with self.subTest(body=body):
                 self.assertError(self.req("POST", "/api/v1/keys", self.admin, body), 400, "invalid_request")
         r = self.server.request("POST", "/api/v1/keys", body="[1", headers={"Authorization": f"Bearer {self.admin}"})

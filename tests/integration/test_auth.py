@@ -392,3 +392,27 @@ class JwtAuthTests(ServerTestCase):
         r = self.server.request("GET", "/api/v1/agents",
                                 headers={"Authorization": f"Bearer {hs256(self.SECRET, self.claims(role='viewer'))}"})
         self.assertEqual(200, r.status)
+
+
+class RedactionTests(ServerTestCase):
+    """Credentials and secrets never reach the log, an error or /info."""
+    FIXTURES = ("echo",)
+    SECRET = "jwt-secret-" + "q" * 40
+    ENV = {"LUAGENT_AUTH": "required", "LUAGENT_JWT_SECRET": SECRET, "OPENAI_API_KEY": "sk-openai-marker-123",
+           "LUAGENT_CALLBACK_SECRET": "callback-marker-456", "LUAGENT_LOG_LEVEL": "debug"}
+
+    def test_nothing_secret_leaks(self):
+        markers = ["lg_" + "M" * 43, "bearer-marker-789", "apikey-marker-000"]
+        replies = []
+        for path, method in (("/api/v1/agents", "GET"), ("/api/v1/agents/echo/execute", "POST"),
+                             ("/api/v1/executions", "GET"), ("/nope", "GET")):
+            for h in ({"Authorization": f"Bearer {markers[0]}"}, {"Authorization": f"Bearer {markers[1]}"},
+                      {"X-API-Key": markers[2]}, {"Authorization": f"Basic {markers[1]}"}):
+                replies.append(self.server.request(method, path, body={"task": 1} if method == "POST" else None,
+                                                   headers=h))
+        replies.append(self.server.request("GET", "/info"))
+        replies.append(self.server.request("GET", "/ready"))
+        text = self.server.log_text() + "".join(r.raw.decode("utf-8", "replace") for r in replies)
+        for secret in markers + [self.SECRET, "sk-openai-marker-123", "callback-marker-456"]:
+            self.assertNotIn(secret, text)
+        self.assertTrue(all(r.status in (200, 401, 404) for r in replies), [r.status for r in replies])

@@ -237,6 +237,17 @@ class TlsTests(unittest.TestCase, TlsServerMixin):
         self.assertEqual((400, "2"), (code, version))
         self.assertEqual("invalid_json", body["error"]["code"])
 
+    def test_h2_client_disconnect_cancels_the_execution(self):
+        """Over h2 h2o reads the connection all the time: a client that goes away disposes the request
+        at once (the client watch skips TLS sockets and is not needed for it)."""
+        t0 = time.monotonic()
+        p = self.curl("--http2", "--max-time", "0.5", "-H", "Content-Type: application/json", "-d",
+                      '{"task": {"ms": 8000}}', url_path="/api/v1/agents/sleeper/execute", timeout=5)
+        self.assertEqual(28, p.returncode, p.stderr)  # curl's own timeout
+        line = self.server.wait_log(lambda l: "ended after its client went away" in l.get("msg", ""), timeout=3)
+        self.assertIsNotNone(line, self.server.log_tail())
+        measure("h2 client gone -> execution cancelled after", f"{(time.monotonic() - t0) * 1000:.0f} ms")
+
     def test_many_streams_on_one_h2_connection(self):
         """nghttp sends several requests as concurrent streams of one connection."""
         url = f"https://127.0.0.1:{self.server.port}/api/v1/agents/sleeper/execute"

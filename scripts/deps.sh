@@ -10,7 +10,7 @@ LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit
 # Tests: cmocka, busted (run under luajit2), Python for the integration suite and the fake
 # providers, curl for the scripts, a real PostgreSQL and Redis (started by the suite on temporary
 # ports), Node (Debian's 18 unless one is there) for the official SDKs.
-LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl procps postgresql-15 postgresql-client-15 redis-server)
+LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl nghttp2-client openssl procps postgresql-15 postgresql-client-15 redis-server)
 command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
 
 luagent_install() {

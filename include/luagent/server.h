@@ -30,6 +30,13 @@ typedef struct lg_server {
     _Atomic int draining;
     _Atomic int db_schema_ok;  /* DATABASE_URL: the migrations are applied */
     struct lg_jwt_keys *jwt_keys; /* LUAGENT_JWT_*: the verifier (immutable, shared), NULL without */
+    SSL_CTX *ssl_ctx;             /* LUAGENT_TLS_*: the main listener's TLS context (tls.h), NULL: plain HTTP */
+    /* Each listener's accept_ctx gets its own host list, so a Host header can never route a request
+     * on the main port to the health listener's handler (or the reverse). */
+    h2o_hostconf_t *main_hosts[2];   /* {the API host, NULL} */
+    h2o_hostconf_t *health_hosts[2]; /* LUAGENT_HEALTH_LISTEN: {the health host, NULL} */
+    char *health_host;               /* ... its address, split from cfg->health_listen */
+    int health_port;
     pthread_t migrator;        /* retries the migrations when the database was away at start */
     int migrator_started;
 } lg_server_t;
@@ -38,6 +45,10 @@ int lg_server_run(const lg_config_t *cfg);
 
 /** Register the request handler on a host configuration (handlers.c). */
 void lg_handlers_register(h2o_hostconf_t *hostconf);
+/** Register the health listener's handler (LUAGENT_HEALTH_LISTEN, handlers.c): it answers /health,
+ *  /ready (and /metrics once it exists) without authentication, 405 for other methods there, and
+ *  404 not_found for every other path. */
+void lg_handlers_register_health(h2o_hostconf_t *hostconf);
 
 /* ---- the history routes (history.c) ----
  * Both return 0 when answered (200), the error status when they answered with an error, or -1 when

@@ -22,6 +22,9 @@ struct lg_worker {
     lg_rt_t rt;
     int listen_fd;
     h2o_socket_t *listener;
+    h2o_accept_ctx_t health_accept_ctx; /* LUAGENT_HEALTH_LISTEN: plain HTTP, its own host list */
+    int health_fd;                      /* -1 without */
+    h2o_socket_t *health_listener;
     int wake_fd;
     h2o_socket_t *wake_sock;
     lg_buf_t scratch; /* reply bodies are built here, then copied into the request by h2o */
@@ -39,8 +42,12 @@ struct lg_worker {
     int started;
 };
 
-/** Create the listening socket for one worker (main thread, before the workers start). */
-int lg_worker_listen(const char *host, int port, char *err, size_t errlen);
+/** Create a listening socket (SO_REUSEPORT, non-blocking) for one worker (main thread, before the
+ *  workers start). var names the setting the address came from, for `err`. */
+int lg_worker_listen(const char *var, const char *host, int port, char *err, size_t errlen);
+/** Start a worker: its accept_ctx serves listen_fd (TLS when server->ssl_ctx is set), its
+ *  health_accept_ctx serves health_fd (plain HTTP) when health_fd >= 0. Both listeners close when
+ *  the worker drains. */
 int lg_worker_start(lg_worker_t *w);
 /** Wake a worker's loop (after setting server->draining). Thread-safe. */
 void lg_worker_wake(lg_worker_t *w);

@@ -1070,3 +1070,41 @@ void lg_handlers_register(h2o_hostconf_t *hostconf)
     h2o_handler_t *h = h2o_create_handler(pathconf, sizeof(*h));
     h->on_req = on_req;
 }
+
+/* ---- the health listener (LUAGENT_HEALTH_LISTEN) ----
+ * A plain-HTTP port for probes and scrapes from inside the cluster: its routes need no credential
+ * (the main port may need TLS and one). Only the routes below exist there. */
+
+static int on_health_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    uint64_t start_ns = lg_now_mono_ns();
+    char request_id[72];
+    lg_request_id(req, request_id);
+    lg_route_t route;
+    lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    lg_principal_t nobody;
+    memset(&nobody, 0, sizeof(nobody));
+    int status;
+    if (route.id != LG_ROUTE_HEALTH && route.id != LG_ROUTE_READY) { /* and /metrics once it exists */
+        status = 404;
+        lg_reply_error(req, 404, "not_found", "the health listener serves /health and /ready only", request_id);
+    } else if (!route.method_allowed) {
+        status = 405;
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, route.allow, strlen(route.allow));
+        char m[96];
+        snprintf(m, sizeof(m), "this route accepts %s", route.allow);
+        lg_reply_error(req, 405, "method_not_allowed", m, request_id);
+    } else {
+        status = dispatch(req, &route, &nobody, request_id, start_ns);
+    }
+    if (status != 0)
+        lg_access_log(req, status, request_id, start_ns, NULL, NULL, NULL);
+    return 0;
+}
+
+void lg_handlers_register_health(h2o_hostconf_t *hostconf)
+{
+    h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
+    h2o_handler_t *h = h2o_create_handler(pathconf, sizeof(*h));
+    h->on_req = on_health_req;
+}

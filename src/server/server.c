@@ -21,6 +21,7 @@
 #include "luagent/log.h"
 #include "luagent/registry.h"
 #include "luagent/store.h"
+#include "luagent/tls.h"
 #include "luagent/worker.h"
 
 static lg_server_t S;
@@ -95,6 +96,28 @@ static int start_database(const lg_config_t *cfg)
     return 0;
 }
 
+/* "host:port" or "[v6]:port" (as config.c normalises LUAGENT_HEALTH_LISTEN) -> S.health_host, S.health_port */
+static int split_health_listen(const char *hp)
+{
+    const char *colon = strrchr(hp, ':');
+    if (colon == NULL)
+        return -1;
+    const char *h = hp;
+    size_t n = (size_t)(colon - hp);
+    if (n >= 2 && h[0] == '[' && h[n - 1] == ']')
+        h++, n -= 2;
+    S.health_host = strndup(h, n);
+    S.health_port = atoi(colon + 1);
+    return S.health_host != NULL && S.health_port > 0 ? 0 : -1;
+}
+
+/* "http://127.0.0.1:8000", "https://[::1]:8443" */
+static void url_of(char *out, size_t len, const char *scheme, const char *host, int port)
+{
+    int v6 = strchr(host, ':') != NULL;
+    snprintf(out, len, "%s://%s%s%s:%d", scheme, v6 ? "[" : "", host, v6 ? "]" : "", port);
+}
+
 static int wait_for_signal(const lg_config_t *cfg, int ifd)
 {
     sigset_t set;
@@ -158,6 +181,15 @@ int lg_server_run(const lg_config_t *cfg)
     lg_registry_scan(LG_SCRIPT_PROVIDER);
 
     char err0[512];
+    /* TLS and the health address first: a start that fails here has touched nothing (no key minted) */
+    if (cfg->tls_cert != NULL && (S.ssl_ctx = lg_tls_context(cfg->tls_cert, cfg->tls_key, err0, sizeof(err0))) == NULL) {
+        fprintf(stderr, "luagent: %s\n", err0);
+        return 2;
+    }
+    if (cfg->health_listen != NULL && split_health_listen(cfg->health_listen) != 0) {
+        fprintf(stderr, "luagent: LUAGENT_HEALTH_LISTEN: '%s' is not host:port\n", cfg->health_listen);
+        return 2;
+    }
     if (cfg->database_url != NULL && start_database(cfg) != 0)
         return 2;
     if (lg_keys_init(cfg, err0, sizeof(err0)) != 0) {
@@ -178,6 +210,12 @@ int lg_server_run(const lg_config_t *cfg)
     S.globalconf.max_request_entity_size = cfg->max_body_bytes * 2 + (1 << 20);
     h2o_hostconf_t *host = h2o_config_register_host(&S.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     lg_handlers_register(host);
+    S.main_hosts[0] = host;
+    if (S.health_host != NULL) {
+        /* in the globalconf so every context initialises it, but only in the health listener's list */
+        S.health_hosts[0] = h2o_config_register_host(&S.globalconf, h2o_iovec_init(H2O_STRLIT("health")), 65535);
+        lg_handlers_register_health(S.health_hosts[0]);
+    }
 
     S.nworkers = cfg->workers;
     S.workers = calloc((size_t)S.nworkers, sizeof(lg_worker_t));
@@ -186,7 +224,10 @@ int lg_server_run(const lg_config_t *cfg)
         lg_worker_t *w = &S.workers[i];
         w->index = i;
         w->server = &S;
-        if ((w->listen_fd = lg_worker_listen(cfg->listen_host, cfg->listen_port, err, sizeof(err))) < 0) {
+        w->health_fd = -1;
+        if ((w->listen_fd = lg_worker_listen("LUAGENT_LISTEN", cfg->listen_host, cfg->listen_port, err, sizeof(err))) < 0 ||
+            (S.health_host != NULL &&
+             (w->health_fd = lg_worker_listen("LUAGENT_HEALTH_LISTEN", S.health_host, S.health_port, err, sizeof(err))) < 0)) {
             fprintf(stderr, "luagent: %s\n", err);
             return 1;
         }
@@ -200,9 +241,12 @@ int lg_server_run(const lg_config_t *cfg)
     lg_buf_t b = {0};
     lg_log_begin(&b, LG_LOG_INFO, LG_STRLIT("listening"));
     char url[160];
-    snprintf(url, sizeof(url), "http://%s%s%s:%d", strchr(cfg->listen_host, ':') ? "[" : "", cfg->listen_host,
-             strchr(cfg->listen_host, ':') ? "]" : "", cfg->listen_port);
+    url_of(url, sizeof(url), S.ssl_ctx != NULL ? "https" : "http", cfg->listen_host, cfg->listen_port);
     lg_log_kv_cstr(&b, "url", url);
+    if (S.health_host != NULL) {
+        url_of(url, sizeof(url), "http", S.health_host, S.health_port);
+        lg_log_kv_cstr(&b, "health_url", url);
+    }
     lg_log_kv_int(&b, "workers", S.nworkers);
     lg_log_kv_int(&b, "agents", (int64_t)lg_registry_count(LG_SCRIPT_AGENT));
     lg_log_kv_cstr(&b, "agents_dir", cfg->agents_dir);
@@ -237,6 +281,8 @@ int lg_server_run(const lg_config_t *cfg)
     lg_rate_free();
     lg_kv_free();
     lg_jobs_free();
+    SSL_CTX_free(S.ssl_ctx);
+    free(S.health_host);
     lg_log(LG_LOG_INFO, "stopped");
     return 0;
 }

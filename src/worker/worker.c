@@ -16,14 +16,14 @@
 #include "luagent/log.h"
 #include "luagent/store.h"
 
-int lg_worker_listen(const char *host, int port, char *err, size_t errlen)
+int lg_worker_listen(const char *var, const char *host, int port, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICHOST}, *ai;
     char portstr[16];
     snprintf(portstr, sizeof(portstr), "%d", port);
     int rc = getaddrinfo(host, portstr, &hints, &ai);
     if (rc != 0) {
-        snprintf(err, errlen, "LUAGENT_LISTEN: '%s' is not a numeric address: %s", host, gai_strerror(rc));
+        snprintf(err, errlen, "%s: '%s' is not a numeric address: %s", var, host, gai_strerror(rc));
         return -1;
     }
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), on = 1;
@@ -31,7 +31,7 @@ int lg_worker_listen(const char *host, int port, char *err, size_t errlen)
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) != 0 ||
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) != 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 ||
         listen(fd, 4096) != 0) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        snprintf(err, errlen, "%s: cannot listen on %s:%d: %s", var, host, port, strerror(errno));
         if (fd >= 0)
             close(fd);
         fd = -1;
@@ -40,17 +40,35 @@ int lg_worker_listen(const char *host, int port, char *err, size_t errlen)
     return fd;
 }
 
+/* listener->data is the accept_ctx of that listener (the main one or the health one) */
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
-    lg_worker_t *w = listener->data;
+    h2o_accept_ctx_t *actx = listener->data;
     if (err != NULL)
         return;
     for (int i = 0; i < 32; i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
         if (sock == NULL)
             break;
-        h2o_accept(&w->accept_ctx, sock);
+        h2o_accept(actx, sock);
     }
+}
+
+static h2o_socket_t *listen_start(h2o_evloop_t *loop, int fd, h2o_accept_ctx_t *actx)
+{
+    h2o_socket_t *sock = h2o_evloop_socket_create(loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+    sock->data = actx;
+    h2o_socket_read_start(sock, on_accept);
+    return sock;
+}
+
+static void listen_close(h2o_socket_t **sock)
+{
+    if (*sock == NULL)
+        return;
+    h2o_socket_read_stop(*sock);
+    h2o_socket_close(*sock); /* closes the fd: the kernel sends new connections elsewhere */
+    *sock = NULL;
 }
 
 static void on_wake(h2o_socket_t *sock, const char *err)
@@ -72,9 +90,8 @@ void lg_worker_wake(lg_worker_t *w)
 static void drain(lg_worker_t *w)
 {
     const lg_config_t *cfg = w->server->cfg;
-    h2o_socket_read_stop(w->listener);
-    h2o_socket_close(w->listener); /* closes the fd: the kernel sends new connections elsewhere */
-    w->listener = NULL;
+    listen_close(&w->listener);
+    listen_close(&w->health_listener);
     h2o_context_request_shutdown(&w->ctx);
     lg_jobs_abandon(w); /* queued async jobs are recorded failed, not lost */
     uint64_t deadline = lg_now_mono_ms() + (uint64_t)cfg->drain_timeout_ms;
@@ -88,7 +105,8 @@ static void drain(lg_worker_t *w)
     }
     /* let the last replies reach their sockets */
     uint64_t flush_until = lg_now_mono_ms() + 200;
-    while (lg_now_mono_ms() < flush_until && w->ctx.http1._conns.next != &w->ctx.http1._conns)
+    while (lg_now_mono_ms() < flush_until &&
+           (!h2o_linklist_is_empty(&w->ctx.http1._conns) || !h2o_linklist_is_empty(&w->ctx.http2._conns)))
         lg_rt_run_once(&w->rt, 10);
 }
 
@@ -111,7 +129,10 @@ int lg_worker_start(lg_worker_t *w)
     h2o_evloop_t *loop = h2o_evloop_create();
     h2o_context_init(&w->ctx, loop, &w->server->globalconf);
     w->accept_ctx.ctx = &w->ctx;
-    w->accept_ctx.hosts = w->server->globalconf.hosts;
+    w->accept_ctx.hosts = w->server->main_hosts;
+    w->accept_ctx.ssl_ctx = w->server->ssl_ctx;
+    w->health_accept_ctx.ctx = &w->ctx;
+    w->health_accept_ctx.hosts = w->server->health_hosts;
     if (lg_rt_init(&w->rt, cfg, loop) != 0)
         return -1;
     w->rt.owner = w;
@@ -121,9 +142,9 @@ int lg_worker_start(lg_worker_t *w)
         lg_rt_redis(&w->rt); /* connect now: /ready and the first cache lookup find it up */
     lg_timer_init(&w->client_watch, NULL);
     lg_timer_init(&w->jobs_claim, NULL);
-    w->listener = h2o_evloop_socket_create(loop, w->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
-    w->listener->data = w;
-    h2o_socket_read_start(w->listener, on_accept);
+    w->listener = listen_start(loop, w->listen_fd, &w->accept_ctx);
+    if (w->health_fd >= 0)
+        w->health_listener = listen_start(loop, w->health_fd, &w->health_accept_ctx);
     w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->wake_sock = h2o_evloop_socket_create(loop, w->wake_fd, H2O_SOCKET_FLAG_DONT_READ);
     w->wake_sock->data = w;

@@ -15,6 +15,8 @@
 #include "luagent/buf.h"
 #include "luagent/envelope.h"
 #include "luagent/json.h"
+
+#include "fuzz_lua.h"
 #include "luagent/router.h"
 
 #define CHECK(c)                                                                                                       \
@@ -30,9 +32,7 @@ static lg_buf_t b1, b2;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    L = luaL_newstate();
-    CHECK(L != NULL);
-    luaL_openlibs(L);
+    L = fuzz_lua_new();
     return 0;
 }
 
@@ -107,6 +107,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     one((const char *)data, size, 0);
     one((const char *)data, size, 1);
-    lua_settop(L, 0);
+    fuzz_lua_done(L, 0);
     return 0;
 }

@@ -16,6 +16,8 @@
 
 #include "luagent/buf.h"
 #include "luagent/json.h"
+
+#include "fuzz_lua.h"
 #include "luagent/schema.h"
 
 #define CHECK(c)                                                                                                       \
@@ -61,9 +63,7 @@ static int decode(const char *s, size_t n)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    L = luaL_newstate();
-    CHECK(L);
-    luaL_openlibs(L);
+    L = fuzz_lua_new();
     char err[256];
     for (size_t i = 0; i < sizeof FIXED_SCHEMAS / sizeof *FIXED_SCHEMAS; i++) {
         CHECK(decode(FIXED_SCHEMAS[i], strlen(FIXED_SCHEMAS[i])));
@@ -109,8 +109,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *s = (const char *)data;
     const char *z = memchr(s, '\0', size);
     size_t sn = z ? (size_t)(z - s) : size;
-    if (!decode(s, sn))
+    if (!decode(s, sn)) {
+        fuzz_lua_done(L, fixed_values);
         return 0;
+    }
     int schema_idx = lua_gettop(L);
     char err[256] = "";
     lg_schema_t *sc = lg_schema_compile(L, schema_idx, err, sizeof err);
@@ -131,6 +133,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!z)
         for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
             validate(fixed[i], schema_idx);
-    lua_settop(L, fixed_values);
+    fuzz_lua_done(L, fixed_values);
     return 0;
 }

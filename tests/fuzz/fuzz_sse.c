@@ -18,6 +18,8 @@
 
 #include "luagent/json.h"
 
+#include "fuzz_lua.h"
+
 #ifndef LG_SOURCE_ROOT
 #error "build with -DLG_SOURCE_ROOT=\"<repository>\""
 #endif
@@ -42,8 +44,7 @@ static void line_hook(lua_State *l, lua_Debug *ar)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    L = luaL_newstate();
-    luaL_openlibs(L);
+    L = fuzz_lua_new();
     if (luaL_loadfile(L, LG_SOURCE_ROOT "/tests/fuzz/sse_harness.lua") != 0) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         abort();
@@ -89,6 +90,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fprintf(stderr, "%s stream: %s\n", provider, lua_tostring(L, -1));
         abort();
     }
-    lua_settop(L, 0);
+    fuzz_lua_done(L, 0);
     return 0;
 }

@@ -9,8 +9,10 @@ LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit
                     libcurl4-openssl-dev libpq-dev libhiredis-dev ca-certificates)
 # Tests: cmocka, busted (run under luajit2), Python for the integration suite and the fake
 # providers, curl for the scripts, a real PostgreSQL and Redis (started by the suite on temporary
-# ports), Node (Debian's 18 unless one is there) for the official SDKs.
-LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl nghttp2-client openssl procps postgresql-15 postgresql-client-15 redis-server)
+# ports), Node (Debian's 18 unless one is there) for the official SDKs, curl and nghttp for HTTP/2,
+# clang and libFuzzer's runtime for tests/fuzz (clang only recommends libclang-rt-14-dev).
+LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl nghttp2-client openssl procps postgresql-15
+                   postgresql-client-15 redis-server clang libclang-rt-14-dev)
 command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
 
 luagent_install() {

@@ -12,6 +12,7 @@
 
 #include "luagent/agents.h"
 #include "luagent/auth.h"
+#include "luagent/envelope.h"
 #include "luagent/ids.h"
 #include "luagent/jobs.h"
 #include "luagent/jwt.h"
@@ -27,7 +28,6 @@
 #include "luagent/store.h"
 #include "luagent/worker.h"
 
-#define BODY_MAX_DEPTH 64
 
 /* One HTTP execution: lives in the request's pool; its dispose callback is how we learn that the
  * request is gone (client disconnect, or after the reply). */
@@ -245,94 +245,6 @@ static int wants_sse(h2o_req_t *req)
                                 H2O_STRLIT("text/event-stream")) != SIZE_MAX;
 }
 
-static int is_object(lua_State *L, int idx) { return lua_istable(L, idx) && !lg_json_is_array_marked(L, idx); }
-
-/* Decode and check the envelope onto e->co, leaving [task, context]. NULL, or an error message
- * with *status and *code set. For the seed route, *name receives the body's "agent". */
-typedef struct options {
-    int async;
-    char callback_url[2048];
-} options_t;
-
-static const char *parse_options(lua_State *co, int idx, options_t *o)
-{
-    lua_getfield(co, idx, "mode");
-    size_t n;
-    const char *mode = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &n) : NULL;
-    if (!lua_isnil(co, -1) && (mode == NULL || (strcmp(mode, "sync") != 0 && strcmp(mode, "async") != 0)))
-        return "\"options.mode\" must be \"sync\" or \"async\"";
-    o->async = mode != NULL && strcmp(mode, "async") == 0;
-    lua_getfield(co, idx, "callback_url");
-    const char *url = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &n) : NULL;
-    if (!lua_isnil(co, -1)) {
-        if (url == NULL || n >= sizeof(o->callback_url) ||
-            (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0) || strpbrk(url, " \r\n") != NULL)
-            return "\"options.callback_url\" must be an http:// or https:// URL";
-        if (!o->async)
-            return "\"options.callback_url\" needs \"options.mode\": \"async\"";
-        memcpy(o->callback_url, url, n + 1);
-    }
-    lua_pop(co, 2);
-    return NULL;
-}
-
-/* spans: where "task" and "context" are in the body (for the record) */
-static const char *parse_envelope(h2o_req_t *req, lua_State *co, int seed_route, char *name, size_t *namelen,
-                                  options_t *opts, lg_json_span_t *spans, int *status, const char **code, char *msg,
-                                  size_t msglen)
-{
-    static const char *const members[] = {"task", "context"};
-    *status = 400;
-    *code = "invalid_request";
-    lg_json_error_t jerr;
-    lg_json_status_t js = lg_json_decode_spans(co, req->entity.base ? req->entity.base : "", req->entity.len,
-                                               BODY_MAX_DEPTH, &jerr, members, 2, spans);
-    if (js != LG_JSON_OK) {
-        if (js == LG_JSON_ESYNTAX)
-            *code = "invalid_json";
-        snprintf(msg, msglen, "%s%s", req->entity.len == 0 ? "the request has no body; " : "", jerr.msg);
-        return msg;
-    }
-    if (!is_object(co, 1))
-        return "the body must be a JSON object with a \"task\"";
-    if (seed_route) {
-        lua_getfield(co, 1, "agent");
-        size_t n;
-        const char *s = lua_type(co, -1) == LUA_TSTRING ? lua_tolstring(co, -1, &n) : NULL;
-        if (s == NULL)
-            return "\"agent\" (a string naming the agent) is required";
-        if (n > LG_AGENT_NAME_MAX) {
-            *status = 404, *code = "not_found";
-            return "no such agent";
-        }
-        memcpy(name, s, n);
-        name[n] = '\0';
-        *namelen = n;
-        lua_pop(co, 1);
-    }
-    lua_getfield(co, 1, "task");
-    if (lua_isnil(co, -1))
-        return "\"task\" is required";
-    if (lg_json_is_null(co, -1))
-        return "\"task\" must not be null";
-    lua_getfield(co, 1, "context");
-    if (lg_json_is_null(co, -1)) {
-        lua_pop(co, 1);
-        lua_pushnil(co);
-    } else if (!lua_isnil(co, -1) && !is_object(co, -1)) {
-        return "\"context\" must be an object";
-    }
-    lua_getfield(co, 1, "options");
-    if (!lua_isnil(co, -1) && !lg_json_is_null(co, -1) && !is_object(co, -1))
-        return "\"options\" must be an object";
-    const char *bad = is_object(co, -1) ? parse_options(co, lua_gettop(co), opts) : NULL;
-    if (bad != NULL)
-        return bad;
-    lua_pop(co, 1);
-    lua_remove(co, 1);
-    return NULL;
-}
-
 /* ---- async submission and Idempotency-Key ---- */
 
 #define IDEM_KEY_MAX (LG_AGENT_NAME_MAX + 300)
@@ -345,7 +257,7 @@ typedef struct start {
     lg_exec_t *e;         /* decoded [task, context] on e->co; not launched yet */
     lg_redis_req_t *q;    /* the claim in flight */
     uint64_t start_ns;
-    options_t opts;
+    lg_envelope_opts_t opts;
     size_t namelen;
     int idem_len, idem_redis;
     char name[LG_AGENT_NAME_MAX + 1];
@@ -642,8 +554,8 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     int status;
     const char *code;
     lg_json_span_t spans[2];
-    const char *err = parse_envelope(req, s.e->co, route->id == LG_ROUTE_EXECUTE, s.name, &s.namelen, &s.opts, spans,
-                                     &status, &code, msg, sizeof(msg));
+    const char *err = lg_envelope_parse(s.e->co, req->entity.base, req->entity.len, route->id == LG_ROUTE_EXECUTE,
+                                        s.name, &s.namelen, &s.opts, spans, &status, &code, msg, sizeof(msg));
     if (err == NULL && route->id == LG_ROUTE_AGENT_EXECUTE) {
         memcpy(s.name, route->name, route->name_len);
         s.namelen = route->name_len;

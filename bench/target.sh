@@ -9,6 +9,8 @@
 #   apikey      authentication on, BENCH_AUTH's API key ("Bearer lg_" + 43 URL-safe characters, e.g.
 #               BENCH_AUTH="Bearer lg_$(head -c 33 /dev/urandom | base64 | tr '+/' '-_' | cut -c1-43)")
 #               provisioned as an operator key (its SHA-256 in a keys file)
+#   jwt         authentication on, BENCH_AUTH an ES256 JWT verified with BENCH_JWT_PUBLIC_KEY (a PEM):
+#               eval "$(bash bench/jwt-token.sh)" makes both
 set -euo pipefail
 PORT=${1:?usage: bench/target.sh PORT}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +54,9 @@ case "${BENCH_VARIANT:-}" in
     export LUAGENT_AUTH=required LUAGENT_API_KEYS_FILE=$WORK/api_keys
     printf '%s\toperator\t%s\t0\t0\t0\t0\t0\t*\tbench\n' "$(cat /proc/sys/kernel/random/uuid)" \
       "$(printf %s "$key" | sha256sum | cut -c1-64)" >"$LUAGENT_API_KEYS_FILE" ;;
+  jwt)
+    [ -r "${BENCH_JWT_PUBLIC_KEY:-}" ] || { echo "bench/target.sh: jwt needs BENCH_JWT_PUBLIC_KEY (bench/jwt-token.sh)" >&2; exit 2; }
+    export LUAGENT_AUTH=required LUAGENT_JWT_PUBLIC_KEY=$BENCH_JWT_PUBLIC_KEY ;;
   *) echo "bench/target.sh: unknown BENCH_VARIANT '$BENCH_VARIANT'" >&2; exit 2 ;;
 esac
 cd "$WORK"   # no stray .env

@@ -666,7 +666,8 @@ static const char *lookup(const dotenv_t *d, const char *name)
     return e ? e : dotenv_get(d, name);
 }
 
-static int apply_var(lg_config_t *cfg, const var_t *v, const dotenv_t *d, char *err, size_t errlen)
+/* bit: the variable's index in VARS, marked in cfg->env_set when a value is found; -1 not to mark */
+static int apply_var(lg_config_t *cfg, const var_t *v, int bit, const dotenv_t *d, char *err, size_t errlen)
 {
     const char *name = v->name;
     const char *s = lookup(d, name);
@@ -676,7 +677,8 @@ static int apply_var(lg_config_t *cfg, const var_t *v, const dotenv_t *d, char *
     }
     if (!s || !*s)
         return 0; /* unset or empty: keep the default */
-    cfg->env_set |= 1ull << (v - VARS);
+    if (bit >= 0)
+        cfg->env_set |= 1ull << bit;
 
     long long n;
     switch (v->kind) {
@@ -846,7 +848,7 @@ int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t 
         goto fail;
 
     for (size_t i = 0; i < NVARS; i++)
-        if (apply_var(cfg, &VARS[i], &d, err, errlen) != 0)
+        if (apply_var(cfg, &VARS[i], (int)i, &d, err, errlen) != 0)
             goto fail;
 
     /* cross-checks */
@@ -1135,8 +1137,7 @@ int lg_config_apply(lg_config_t *cfg, const char *name, const char *value, char 
         return 0;
     if (dotenv_put(&d, strdup(name), strdup(value)) != 0)
         return oom(err, errlen);
-    int rc = apply_var(cfg, &one, &d, err, errlen);
-    cfg->env_set &= ~(1ull << (v - VARS)); /* came from the table, not the environment */
+    int rc = apply_var(cfg, &one, -1, &d, err, errlen); /* from the table: not marked as the environment's */
     dotenv_free(&d);
     return rc == 0 ? 1 : -1;
 }

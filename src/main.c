@@ -243,16 +243,6 @@ static int cmd_migrate(const lg_config_t *cfg)
     return 0;
 }
 
-/* "600/min", "10/s", "1000/hour" -> limit and window */
-static int parse_rate(const char *s, int *limit, int *window)
-{
-    char unit[16];
-    if (sscanf(s, "%d/%15s", limit, unit) != 2 || *limit < 1)
-        return -1;
-    *window = !strcmp(unit, "s") || !strcmp(unit, "sec") ? 1 : !strcmp(unit, "min") ? 60 : !strcmp(unit, "hour") || !strcmp(unit, "h") ? 3600 : 0;
-    return *window ? 0 : -1;
-}
-
 static int cmd_keys(const lg_config_t *cfg, int argc, char **argv)
 {
     char err[512];
@@ -276,7 +266,7 @@ static int cmd_keys(const lg_config_t *cfg, int argc, char **argv)
                 role = argv[i + 1];
             else if (!strcmp(argv[i], "--agents") && lg_keys_agents_valid(argv[i + 1]))
                 agents = argv[i + 1];
-            else if (!strcmp(argv[i], "--rate-limit") && parse_rate(argv[i + 1], &rate, &window) == 0)
+            else if (!strcmp(argv[i], "--rate-limit") && lg_config_parse_rate(argv[i + 1], &rate, &window) == 0)
                 continue;
             else if (!strcmp(argv[i], "--expires") && (days = atoi(argv[i + 1])) > 0)
                 continue;

@@ -62,6 +62,10 @@ typedef struct lg_config {
 int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t errlen);
 void lg_config_free(lg_config_t *cfg);
 
+/** A rate like LUAGENT_RATE_LIMIT's ("600/min", "10/s", "1000/hour"): 0 with the count and the
+ *  window in seconds, or -1. (API keys' own limits use it too.) */
+int lg_config_parse_rate(const char *s, int *n, int *window);
+
 /** May `name` be stored in the database's config table (a run-time setting)? *secret: it must be
  *  stored encrypted. */
 int lg_config_storable(const char *name, int *secret);

@@ -19,6 +19,17 @@ void lg_uuid4(char *out);
 void lg_uuid7(char *out);
 uint64_t lg_rand64(void);
 
+#define LG_FNV_OFFSET 1469598103934665603ull
+/** FNV-1a over n bytes from `seed` (LG_FNV_OFFSET to start): the hash tables' and caches' hash (not
+ *  for anything an attacker must not collide: those compare the whole key afterwards). */
+static inline uint64_t lg_fnv1a(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++)
+        seed = (seed ^ s[i]) * 1099511628211ull;
+    return seed;
+}
+
 /** Lowercase hex SHA-256 of data into out[65]. */
 void lg_sha256_hex(const void *data, size_t len, char *out);
 

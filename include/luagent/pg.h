@@ -164,6 +164,10 @@ void lg_pg_release(lg_pg_conn_t *c);
 /** The pool's state: UP (a connection is open), CONNECTING, DOWN (last attempt failed; *why set),
  *  IDLE (never used). */
 lg_pg_state_t lg_pg_state(const lg_pg_t *p, const char **why);
+/** A blocking connection (main thread and CLI only: migrations, keys, stored settings), 5 s
+ *  connect timeout. NULL with err, which never quotes the URL. */
+PGconn *lg_pg_connect_blocking(const char *url, const char *app, char *err, size_t errlen);
+
 /** Connections open and requests waiting for one (for metrics and /ready). */
 void lg_pg_stats(const lg_pg_t *p, int *open, int *busy, size_t *waiting);
 

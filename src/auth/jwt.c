@@ -24,6 +24,7 @@
 #include <openssl/x509.h>
 
 #include "luagent/buf.h"
+#include "luagent/ids.h"
 #include "luagent/jwt.h"
 
 #define HDR_MAX 1024      /* decoded header bytes */
@@ -1180,9 +1181,8 @@ int lg_jwt_check(lg_jwt_cache_t *c, const lg_jwt_keys_t *k, const char *token, s
             centry_clear(&c->e[i]);
         c->gen = k->gen;
     }
-    uint64_t h = 1469598103934665603ull ^ len;
-    for (size_t i = len > 64 ? len - 64 : 0; i < len; i++)
-        h = (h ^ (unsigned char)token[i]) * 1099511628211ull;
+    size_t tail = len > 64 ? 64 : len;
+    uint64_t h = lg_fnv1a(token + len - tail, tail, LG_FNV_OFFSET ^ len);
     centry_t *set = &c->e[(h & (c->nsets - 1)) * WAYS];
     for (int i = 0; i < WAYS; i++) {
         if (set[i].token != NULL && set[i].h == h && set[i].len == len && memcmp(set[i].token, token, len) == 0) {

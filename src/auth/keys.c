@@ -68,27 +68,7 @@ int lg_keys_in_db(const lg_config_t *cfg) { return store_of(cfg) == STORE_DB; }
 
 static PGconn *db_connect(const lg_config_t *cfg, char *err, size_t errlen)
 {
-    if (lg_pg_load() != 0) {
-        snprintf(err, errlen, "libpq is not installed");
-        return NULL;
-    }
-    char *perr = NULL;
-    PQconninfoOption *o = PQconninfoParse(cfg->database_url, &perr);
-    if (o == NULL) {
-        PQfreemem(perr);
-        snprintf(err, errlen, "DATABASE_URL is not a valid connection string");
-        return NULL;
-    }
-    PQconninfoFree(o);
-    const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-    const char *vals[] = {cfg->database_url, "5", "luagent keys", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "cannot connect to the database: %s", c ? strtok(PQerrorMessage(c), "\n") : "no memory");
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
+    return lg_pg_connect_blocking(cfg->database_url, "luagent keys", err, errlen);
 }
 
 static int db_exec(PGconn *c, const char *sql, int n, const char *const *params, PGresult **out, char *err,

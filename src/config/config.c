@@ -626,6 +626,8 @@ static int parse_rate(const char *s, long long max, int *n, int *window)
     return -1;
 }
 
+int lg_config_parse_rate(const char *s, int *n, int *window) { return parse_rate(s, 1000000000, n, window); }
+
 /* ------------------------------------------------------------------------------------------------
  * Load
  * ---------------------------------------------------------------------------------------------- */

@@ -143,15 +143,7 @@ static PGconn *db(const lg_config_t *cfg, char *err, size_t errlen)
     int applied;
     if (lg_migrate(cfg->database_url, &applied, err, errlen) != 0) /* the table must exist */
         return NULL;
-    const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-    const char *vals[] = {cfg->database_url, "5", "luagent config", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "cannot connect to the database");
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
+    return lg_pg_connect_blocking(cfg->database_url, "luagent config", err, errlen);
 }
 
 static int ok(PGresult *r) { return r != NULL && (PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK); }

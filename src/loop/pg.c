@@ -976,3 +976,31 @@ void lg_pg_stats(const lg_pg_t *p, int *open, int *busy, size_t *waiting)
     if (waiting != NULL)
         *waiting = p->nqueued;
 }
+
+PGconn *lg_pg_connect_blocking(const char *url, const char *app, char *err, size_t errlen)
+{
+    if (lg_pg_load() != 0) {
+        snprintf(err, errlen, "libpq (libpq.so.5) is not installed");
+        return NULL;
+    }
+    /* libpq quotes the part of a URL it cannot parse, password included: check it first and say
+     * only that it is invalid */
+    char *perr = NULL;
+    PQconninfoOption *opts = PQconninfoParse(url, &perr);
+    if (opts == NULL) {
+        PQfreemem(perr);
+        snprintf(err, errlen, "DATABASE_URL is not a valid connection string");
+        return NULL;
+    }
+    PQconninfoFree(opts);
+    const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
+    const char *vals[] = {url, "5", app, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) { /* libpq's first line: never the password */
+        const char *m = c ? PQerrorMessage(c) : "out of memory";
+        snprintf(err, errlen, "cannot connect to the database: %.*s", (int)strcspn(m, "\n"), m);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}

@@ -110,13 +110,8 @@ static const char *parse_create(h2o_req_t *req, lua_State *L, char *name, lg_rol
         return "\"role\" must be viewer, operator or admin";
     lua_getfield(L, -3, "rate_limit");
     *rate = *window = 0;
-    if (!lua_isnil(L, -1)) {
-        char unit[16] = "";
-        s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-        if (sscanf(s, "%d/%15s", rate, unit) != 2 || *rate < 1 ||
-            !(*window = !strcmp(unit, "s") ? 1 : !strcmp(unit, "min") ? 60 : !strcmp(unit, "hour") ? 3600 : 0))
-            return "\"rate_limit\" must look like \"600/min\" (per s, min or hour)";
-    }
+    if (!lua_isnil(L, -1) && (lua_type(L, -1) != LUA_TSTRING || lg_config_parse_rate(lua_tostring(L, -1), rate, window) != 0))
+        return "\"rate_limit\" must look like \"600/min\" (per s, min or hour)";
     lua_getfield(L, -4, "expires_days");
     *days = 0;
     if (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || (*days = (int)lua_tonumber(L, -1)) < 1 || *days > 36500))

@@ -694,9 +694,7 @@ static int key_valid(lg_worker_t *w, const char *key, size_t n, lg_principal_t *
 {
     if (n != LG_KEY_LEN)
         return 0;
-    uint64_t h = 1469598103934665603ull, gen = lg_keys_generation(), now = lg_now_mono_ms();
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+    uint64_t h = lg_fnv1a(key, n, LG_FNV_OFFSET), gen = lg_keys_generation(), now = lg_now_mono_ms();
     if (w->auth_cache == NULL)
         w->auth_cache = calloc(AUTH_CACHE, sizeof(lg_auth_entry_t));
     lg_auth_entry_t *c = &w->auth_cache[h % AUTH_CACHE];

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "luagent/ids.h"
 #include "luagent/store.h"
 
 typedef struct {
@@ -23,13 +24,7 @@ static struct {
     size_t *buckets, nbuckets;
 } H = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static size_t hash_id(const char *id, size_t len)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < len; i++)
-        h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
-    return (size_t)h;
-}
+static size_t hash_id(const char *id, size_t len) { return (size_t)lg_fnv1a(id, len, LG_FNV_OFFSET); }
 
 void lg_history_init(size_t capacity)
 {

@@ -21,13 +21,7 @@ static struct {
     entry_t *lru_head, *lru_tail;
 } K = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static uint64_t hash(const char *k, size_t n)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)k[i]) * 1099511628211ull;
-    return h;
-}
+static uint64_t hash(const char *k, size_t n) { return lg_fnv1a(k, n, LG_FNV_OFFSET); }
 
 static size_t cost(const entry_t *e) { return sizeof(*e) + e->klen + e->vlen; }
 

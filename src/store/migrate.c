@@ -40,31 +40,9 @@ int lg_migrate_count(void) { return (int)(sizeof(LG_MIGRATIONS) / sizeof(LG_MIGR
 int lg_migrate(const char *url, int *applied, char *err, size_t errlen)
 {
     *applied = 0;
-    if (lg_pg_load() != 0) {
-        snprintf(err, errlen, "libpq (libpq.so.5) is not installed");
+    PGconn *c = lg_pg_connect_blocking(url, "luagent migrate", err, errlen);
+    if (c == NULL)
         return -1;
-    }
-    /* libpq quotes the part of a URL it cannot parse, password included: check it first and say
-     * only that it is invalid */
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(url, &perr);
-    if (opts == NULL) {
-        snprintf(err, errlen, "DATABASE_URL is not a valid connection string");
-        PQfreemem(perr);
-        return -1;
-    }
-    PQconninfoFree(opts);
-    const char *keys[] = {"dbname", "connect_timeout", "fallback_application_name", NULL};
-    const char *vals[] = {url, "5", "luagent migrate", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "cannot connect to the database: %s", c ? PQerrorMessage(c) : "out of memory");
-        size_t n = strlen(err);
-        while (n > 0 && err[n - 1] == '\n')
-            err[--n] = '\0';
-        PQfinish(c);
-        return -1;
-    }
     int rc = run(c, "SET client_min_messages = warning", "settings", err, errlen);
     if (rc == 0)
         rc = run(c, "SELECT pg_advisory_lock(" LOCK_KEY ")", "advisory lock", err, errlen);

@@ -13,30 +13,8 @@ BUILD=${LUAGENT_BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 cd "$HERE"
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || exit 1
-  else
-    echo "tests/jwt: node and npm are required" >&2; exit 1
-  fi
-fi
-echo "tests/jwt: node $(node --version), npm $(npm --version)"
-
-# As tests/sdk/run.sh: exactly what the lock file says, the system CA store trusted, 77 when the
-# registry is unreachable.
-if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-  export NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}
-  export npm_config_cafile=${npm_config_cafile:-/etc/ssl/certs/ca-certificates.crt}
-fi
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  if ! npm ci --no-audit --no-fund --prefer-offline --loglevel=error; then
-    if ! npm ping >/dev/null 2>&1; then
-      echo "tests/jwt: SKIPPED: the npm registry cannot be reached from this machine (npm ping failed)"
-      exit 77
-    fi
-    exit 1
-  fi
-fi
+. "$HERE/../npm_setup.sh"
+npm_setup tests/jwt
 
 if [ -f "$BUILD/build.ninja" ]; then
   meson compile -C "$BUILD" >/dev/null || { echo "tests/jwt: building $BUILD failed"; exit 1; }

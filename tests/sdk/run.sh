@@ -9,32 +9,8 @@ set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 cd "$HERE"
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null || exit 1
-  else
-    echo "tests/sdk: node and npm are required" >&2; exit 1
-  fi
-fi
-echo "tests/sdk: node $(node --version), npm $(npm --version)"
-
-# Install exactly what the lock file says; reuse node_modules when it already matches. Trust the
-# system CA store (where a machine's TLS-inspecting proxy CA lives), not only Node's built-in list.
-# When the registry cannot be reached at all, say so and exit 77 (skipped): that is the machine's
-# network, not a finding about the fakes.
-if [ -f /etc/ssl/certs/ca-certificates.crt ]; then
-  export NODE_EXTRA_CA_CERTS=${NODE_EXTRA_CA_CERTS:-/etc/ssl/certs/ca-certificates.crt}
-  export npm_config_cafile=${npm_config_cafile:-/etc/ssl/certs/ca-certificates.crt}
-fi
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  if ! npm ci --no-audit --no-fund --prefer-offline --loglevel=error; then
-    if ! npm ping >/dev/null 2>&1; then
-      echo "tests/sdk: SKIPPED: the npm registry cannot be reached from this machine (npm ping failed)"
-      exit 77
-    fi
-    exit 1
-  fi
-fi
+. "$HERE/../npm_setup.sh"
+npm_setup tests/sdk
 
 out=$(mktemp)
 python3 ../fakes/providers.py --port 0 >"$out" 2>&1 &

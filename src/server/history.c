@@ -224,6 +224,13 @@ static int list_from_pg(h2o_req_t *req, lg_pg_t *pg, const lg_history_query_t *q
     return 0;
 }
 
+/* The status of a record's JSON text (store.h: its first "status" member is the record's own). */
+static int record_status(const char *json)
+{
+    const char *m = strstr(json, "\"status\":\"");
+    return m != NULL ? lg_rec_status_parse(m + 10, strcspn(m + 10, "\"")) : -1;
+}
+
 static void on_one(void *data, PGresult *res, const char *err, const char *sqlstate)
 {
     pg_wait_t *w = data;
@@ -234,8 +241,7 @@ static void on_one(void *data, PGresult *res, const char *err, const char *sqlst
     if (err == NULL && PQntuples(res) == 1) {
         /* the database's copy unless memory holds a later state (not written yet) */
         int st = lg_rec_status_parse(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
-        const char *m = in_memory ? strstr(b->data, "\"status\":\"") : NULL;
-        int mst = m != NULL ? lg_rec_status_parse(m + 10, strcspn(m + 10, "\"")) : -1;
+        int mst = in_memory ? record_status(b->data) : -1;
         if (st >= mst) {
             lg_buf_reset(b);
             lg_buf_append(b, PQgetvalue(res, 0, 0), (size_t)PQgetlength(res, 0, 0));
@@ -305,8 +311,7 @@ int lg_history_get_route(h2o_req_t *req, const lg_route_t *route, const char *re
     }
     lg_pg_t *pg = lg_rt_pg(&lg_worker_of(req)->rt);
     int found = lg_history_get(route->name, route->name_len, b);
-    const char *m = found ? strstr(b->data, "\"status\":\"") : NULL;
-    int finished = m != NULL && lg_rec_status_parse(m + 10, strcspn(m + 10, "\"")) >= LG_REC_SUCCEEDED;
+    int finished = found && record_status(b->data) >= LG_REC_SUCCEEDED;
     if (pg != NULL && !finished) { /* a finished record never changes: memory is enough */
         pg_wait_t *w = pg_wait_new(req, request_id);
         memcpy(w->id, route->name, LG_UUID_LEN);

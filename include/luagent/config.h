@@ -54,6 +54,11 @@ typedef struct lg_config {
     int job_concurrency;             /* LUAGENT_JOB_CONCURRENCY: async executions per worker at once (16) */
     int job_claim_ms;                /* LUAGENT_JOB_CLAIM_MS: a job idle this long on a dead consumer is
                                         reclaimed by another (30000) */
+    int watch;                       /* LUAGENT_WATCH: reload scripts when their files change (on); off:
+                                        only SIGHUP reloads them */
+    int drain_delay_ms;              /* LUAGENT_DRAIN_DELAY_MS: after SIGTERM, /ready answers 503 while
+                                        the listeners still accept, this long, before draining (0) */
+    unsigned generation;             /* not a variable: how many SIGHUP reloads made this one (0 at start) */
     unsigned long long env_set;      /* bit i: variable i of the table was set by the environment or .env */
 } lg_config_t;
 
@@ -72,6 +77,12 @@ int lg_config_storable(const char *name, int *secret);
 /** Apply a stored value for `name` unless the environment or .env set it: 1 applied, 0 the
  *  environment wins, -1 a bad value (err names the variable, never quotes a secret). */
 int lg_config_apply(lg_config_t *cfg, const char *name, const char *value, char *err, size_t errlen);
+
+/** After a reload (SIGHUP): every setting only a restart can change (listen address, workers,
+ *  directories, database and Redis URLs, TLS files, sizes fixed at start) keeps `old`'s value in
+ *  `fresh`. The names of those that differ are written to `changed` (", "-separated). Returns how
+ *  many differ, or -1 out of memory. */
+int lg_config_keep_restart_only(lg_config_t *fresh, const lg_config_t *old, char *changed, size_t len);
 
 /** Print every setting as `NAME=value` lines (one per variable, in the DESIGN §7 order), secrets
  *  shown as `***` when set and URLs with their password replaced by `***`. */

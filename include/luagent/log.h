@@ -18,6 +18,9 @@
 #include "luagent/config.h"
 
 void lg_log_setup(lg_log_level_t level, lg_log_format_t format, const char *file);
+/** SIGHUP: take a new level, and reopen LUAGENT_LOG_FILE (so a rotated file is let go; NULL: stop
+ *  writing one). Safe while other threads log. */
+void lg_log_reopen(lg_log_level_t level, const char *file);
 int lg_log_enabled(lg_log_level_t level);
 void lg_log_buffered(int on);
 void lg_log_flush(void);

@@ -2,9 +2,13 @@
  * server.h - the HTTP side: h2o configuration, listeners, request handlers and replies.
  *
  * lg_server_run() is `luagent serve`: it loads the agents, starts the workers (worker.h), watches
- * the agents directory on the main thread, and on SIGTERM/SIGINT drains: listeners close, keep-alive
- * connections are asked to close, in-flight executions finish (up to LUAGENT_DRAIN_TIMEOUT_MS, then
- * they are cancelled with 503), and it returns 0.
+ * the agents directory on the main thread, and on SIGTERM/SIGINT drains: /ready answers 503 at once
+ * (for LUAGENT_DRAIN_DELAY_MS the listeners still accept, so a load balancer sees it first), then
+ * listeners close, keep-alive connections are asked to close, in-flight executions finish (up to
+ * LUAGENT_DRAIN_TIMEOUT_MS, then they are cancelled with 503), the execution log is written or
+ * spilled, and it returns 0. SIGHUP reloads the settings (.env, environment, stored settings; those
+ * only a restart changes keep their value and are named in the log), the JWT keys, the log file and
+ * every script.
  */
 #ifndef LUAGENT_SERVER_H
 #define LUAGENT_SERVER_H
@@ -23,13 +27,18 @@ typedef struct lg_worker lg_worker_t;
 
 typedef struct lg_server {
     h2o_globalconf_t globalconf;
-    const lg_config_t *cfg;
+    /* the settings: replaced (never modified) by a SIGHUP reload; a replaced one stays allocated
+     * until exit, so a worker may keep using the pointer it loaded for the rest of a request */
+    _Atomic(const lg_config_t *) cfg;
     lg_worker_t *workers;
     int nworkers;
     uint64_t started_ms;
+    _Atomic int stopping;  /* SIGTERM received: /ready answers 503 (draining follows) */
     _Atomic int draining;
     _Atomic int db_schema_ok;  /* DATABASE_URL: the migrations are applied */
-    struct lg_jwt_keys *jwt_keys; /* LUAGENT_JWT_*: the verifier (immutable, shared), NULL without */
+    _Atomic(struct lg_jwt_keys *) jwt_keys; /* LUAGENT_JWT_*: the verifier (immutable, shared; replaced
+                                               on SIGHUP like cfg), NULL without */
+    struct lg_retired *retired;               /* replaced settings and keys, freed at exit */
     SSL_CTX *ssl_ctx;             /* LUAGENT_TLS_*: the main listener's TLS context (tls.h), NULL: plain HTTP */
     /* Each listener's accept_ctx gets its own host list, so a Host header can never route a request
      * on the main port to the health listener's handler (or the reverse). */

@@ -195,10 +195,13 @@ local function backoff_ms(n) -- as the official SDKs: 0.5 s doubling, at most 8 
 end
 
 -- -> result, or nil + failure
--- an adapter's settings (key, base URL) only change with the adapter or the call's base_url
-local cfgs = setmetatable({}, {__mode = "k"})
+-- an adapter's settings (key, base URL) only change with the adapter, the settings (SIGHUP) or
+-- the call's base_url
+local cfgs, cfgs_gen = nil, nil
 
 local function config_for(a, base_url)
+  local gen = host.providers_gen()
+  if gen ~= cfgs_gen then cfgs, cfgs_gen = setmetatable({}, {__mode = "k"}), gen end
   local byurl = cfgs[a]
   if not byurl then byurl = {}; cfgs[a] = byurl end
   local key = base_url or ""

@@ -54,10 +54,10 @@ static int h_providers(lua_State *L)
     return 1;
 }
 
-/* providers_gen() -> a number that changes whenever a provider file changes */
+/* providers_gen() -> a number that changes whenever a provider file or the settings change */
 static int h_providers_gen(lua_State *L)
 {
-    lua_pushnumber(L, (lua_Number)lg_registry_gen(LG_SCRIPT_PROVIDER));
+    lua_pushnumber(L, (lua_Number)(lg_registry_gen(LG_SCRIPT_PROVIDER) + rt_of(L)->cfg->generation));
     return 1;
 }
 

@@ -1,15 +1,19 @@
 #include "luagent/log.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static lg_log_level_t g_level = LG_LOG_INFO;
+/* g_level and g_file_fd change on SIGHUP (lg_log_reopen) while workers log: atomic, relaxed */
+static _Atomic lg_log_level_t g_level = LG_LOG_INFO;
 static lg_log_format_t g_format = LG_LOG_JSON;
-static int g_file_fd = -1;
+static _Atomic int g_file_fd = -1;
 static __thread int tl_buffered;
 static __thread lg_buf_t tl_pending;
 static __thread time_t tl_ts_sec = -1;
@@ -31,7 +35,29 @@ void lg_log_setup(lg_log_level_t level, lg_log_format_t format, const char *file
     }
 }
 
-int lg_log_enabled(lg_log_level_t level) { return level >= g_level; }
+void lg_log_reopen(lg_log_level_t level, const char *file)
+{
+    atomic_store_explicit(&g_level, level, memory_order_relaxed);
+    int old = atomic_load(&g_file_fd);
+    if (file == NULL || *file == '\0') {
+        if (old >= 0 && atomic_exchange(&g_file_fd, -1) == old)
+            close(old); /* a line being written by a worker now may be lost, never misdirected */
+        return;
+    }
+    int fd = open(file, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        lg_log(LG_LOG_WARN, "cannot reopen LUAGENT_LOG_FILE (%s); logging to stderr only", strerror(errno));
+        return;
+    }
+    if (old < 0)
+        atomic_store(&g_file_fd, fd);
+    else { /* the same descriptor number now names the new file: writers never see a closed fd */
+        dup2(fd, old);
+        close(fd);
+    }
+}
+
+int lg_log_enabled(lg_log_level_t level) { return level >= atomic_load_explicit(&g_level, memory_order_relaxed); }
 
 static void write_all(int fd, const char *p, size_t n)
 {
@@ -47,8 +73,9 @@ static void write_all(int fd, const char *p, size_t n)
 static void emit(const char *p, size_t n)
 {
     write_all(2, p, n);
-    if (g_file_fd >= 0)
-        write_all(g_file_fd, p, n);
+    int fd = atomic_load_explicit(&g_file_fd, memory_order_relaxed);
+    if (fd >= 0)
+        write_all(fd, p, n);
 }
 
 void lg_log_buffered(int on)
@@ -86,7 +113,7 @@ static void put_ts(lg_buf_t *b)
 void lg_log_begin(lg_buf_t *b, lg_log_level_t level, const char *msg, size_t msglen)
 {
     lg_buf_reset(b);
-    tl_line_off = level < g_level;
+    tl_line_off = !lg_log_enabled(level);
     if (g_format == LG_LOG_JSON) {
         lg_buf_lit(b, "{\"ts\":\"");
         put_ts(b);

@@ -365,6 +365,7 @@ typedef enum {
     K_APIKEY,    /* token sent in HTTP headers: no spaces or control characters */
     K_RATE,      /* N/unit */
     K_HOSTPORT,  /* host:port string, normalised */
+    K_ONOFF,     /* int field: on/true/1 -> 1, off/false/0 -> 0 */
 } kind_t;
 
 typedef struct {
@@ -418,6 +419,8 @@ static const var_t VARS[] = {
     {"LUAGENT_JOB_CONCURRENCY", K_INT, F(job_concurrency), 1, 10000, NULL, NULL},
     {"LUAGENT_JOB_CLAIM_MS", K_INT, F(job_claim_ms), 100, 86400000, NULL, NULL},
     {"LUAGENT_LOG_FILE", K_STR, F(log_file), 0, 0, NULL, NULL},
+    {"LUAGENT_WATCH", K_ONOFF, F(watch), 0, 0, NULL, NULL},
+    {"LUAGENT_DRAIN_DELAY_MS", K_INT, F(drain_delay_ms), 0, 3600000, NULL, NULL},
 };
 
 #undef F
@@ -765,6 +768,14 @@ static int apply_var(lg_config_t *cfg, const var_t *v, int bit, const dotenv_t *
         else
             return bad_value(name, s, "required or off", err, errlen);
         return 0;
+    case K_ONOFF:
+        if (strcasecmp(s, "on") == 0 || strcasecmp(s, "true") == 0 || strcmp(s, "1") == 0)
+            *(int *)((char *)cfg + v->off) = 1;
+        else if (strcasecmp(s, "off") == 0 || strcasecmp(s, "false") == 0 || strcmp(s, "0") == 0)
+            *(int *)((char *)cfg + v->off) = 0;
+        else
+            return bad_value(name, s, "on or off", err, errlen);
+        return 0;
     case K_RATE: {
         int rn, rw;
         if (parse_rate(s, v->max, &rn, &rw) != 0) {
@@ -836,6 +847,7 @@ int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t 
     cfg->session_ttl_s = 86400;
     cfg->job_concurrency = 16;
     cfg->job_claim_ms = 30000;
+    cfg->watch = 1;
     if (!(cfg->listen_host = strdup("0.0.0.0")))
         goto out_of_memory;
     for (size_t i = 0; i < NVARS; i++) {
@@ -1051,6 +1063,9 @@ void lg_config_print(const lg_config_t *cfg, FILE *out)
         case K_AUTH:
             fputs(cfg->auth == LG_AUTH_OFF ? "off" : "required", out);
             break;
+        case K_ONOFF:
+            fputs(*(const int *)((const char *)cfg + v->off) ? "on" : "off", out);
+            break;
         case K_RATE:
             if (cfg->rate_limit > 0 && cfg->rate_limit_window_s > 0) {
                 switch (cfg->rate_limit_window_s) {
@@ -1142,4 +1157,72 @@ int lg_config_apply(lg_config_t *cfg, const char *name, const char *value, char 
     int rc = apply_var(cfg, &one, -1, &d, err, errlen); /* from the table: not marked as the environment's */
     dotenv_free(&d);
     return rc == 0 ? 1 : -1;
+}
+
+/* ------------------------------------------------------------------------------------------------
+ * Reload (SIGHUP): what only a restart changes
+ * ---------------------------------------------------------------------------------------------- */
+
+/* Settings a running server cannot take over: its sockets, threads, directories, connections and
+ * the sizes of what it allocated at start. */
+static const char *const RESTART_ONLY[] = {
+    "LUAGENT_LISTEN",       "LUAGENT_WORKERS",      "LUAGENT_AGENTS_DIR",     "LUAGENT_PROVIDERS_DIR",
+    "LUAGENT_MAX_BODY_BYTES", "LUAGENT_LOG_FORMAT", "DATABASE_URL",           "REDIS_URL",
+    "LUAGENT_TLS_CERT",     "LUAGENT_TLS_KEY",      "LUAGENT_API_KEYS_FILE",  "LUAGENT_HEALTH_LISTEN",
+    "LUAGENT_SPILL_DIR",    "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE",   "LUAGENT_HISTORY_SIZE",
+    "LUAGENT_WATCH",
+};
+
+static int is_string_kind(kind_t k)
+{
+    return k == K_STR || k == K_HTTP_URL || k == K_PG_URL || k == K_REDIS_URL || k == K_APIKEY || k == K_HOSTPORT;
+}
+
+static int same_value(const lg_config_t *a, const lg_config_t *b, const var_t *v)
+{
+    if (v->kind == K_LISTEN)
+        return a->listen_port == b->listen_port && strcmp(a->listen_host, b->listen_host) == 0;
+    if (is_string_kind(v->kind)) {
+        const char *x = *cstr_field(a, v), *y = *cstr_field(b, v);
+        return x == y || (x != NULL && y != NULL && strcmp(x, y) == 0);
+    }
+    if (v->kind == K_SIZE)
+        return *(const size_t *)((const char *)a + v->off) == *(const size_t *)((const char *)b + v->off);
+    return *(const int *)((const char *)a + v->off) == *(const int *)((const char *)b + v->off);
+}
+
+int lg_config_keep_restart_only(lg_config_t *fresh, const lg_config_t *old, char *changed, size_t len)
+{
+    int n = 0;
+    size_t o = 0;
+    if (len)
+        changed[0] = '\0';
+    for (size_t r = 0; r < sizeof RESTART_ONLY / sizeof RESTART_ONLY[0]; r++) {
+        const var_t *v = find_var(RESTART_ONLY[r]);
+        if (v == NULL || same_value(fresh, old, v))
+            continue;
+        if (o < len)
+            o += (size_t)snprintf(changed + o, len - o, "%s%s", n ? ", " : "", v->name);
+        n++;
+        if (v->kind == K_LISTEN) {
+            char *h = strdup(old->listen_host);
+            if (h == NULL)
+                return -1;
+            free(fresh->listen_host);
+            fresh->listen_host = h;
+            fresh->listen_port = old->listen_port;
+        } else if (is_string_kind(v->kind)) {
+            const char *src = *cstr_field(old, v);
+            char *copy = src != NULL ? strdup(src) : NULL;
+            if (src != NULL && copy == NULL)
+                return -1;
+            char **f = str_field(fresh, v);
+            wipe_free(*f);
+            *f = copy;
+        } else if (v->kind == K_SIZE)
+            *(size_t *)((char *)fresh + v->off) = *(const size_t *)((const char *)old + v->off);
+        else
+            *(int *)((char *)fresh + v->off) = *(const int *)((const char *)old + v->off);
+    }
+    return n;
 }

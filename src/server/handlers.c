@@ -2,6 +2,7 @@
  * (the job queue, jobs.c) and Idempotency-Key; the history routes are in history.c. */
 #include <errno.h>
 #include <lauxlib.h>
+#include <luajit.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -633,6 +634,39 @@ static void ready_json(lg_worker_t *w, lg_buf_t *b)
     lg_buf_lit(b, "}}");
 }
 
+static void info_agent(void *ud, const lg_agent_entry_t *e)
+{
+    lg_buf_t *b = ud;
+    if (e->version[0] == '\0')
+        return; /* never loaded: only an error (GET /api/v1/agents shows it) */
+    if (b->data[b->len - 1] != '[')
+        lg_buf_putc(b, ',');
+    lg_buf_lit(b, "{\"name\":");
+    lg_buf_json_str(b, e->name, strlen(e->name));
+    lg_buf_printf(b, ",\"version\":\"%s\"}", e->version);
+}
+
+/* /info: what runs here (public: nothing secret, only whether a dependency is configured) */
+static void info_json(lg_worker_t *w, lg_buf_t *b)
+{
+    const lg_server_t *S = w->server;
+    const lg_config_t *cfg = S->cfg;
+    lg_buf_printf(b,
+                  "{\"name\":\"luagent\",\"version\":\"%s\",\"build\":{\"date\":\"%s\",\"compiler\":\"%s\","
+                  "\"luajit\":\"%s\",\"h2o\":\"%s\"},\"workers\":%d,\"pid\":%d,\"uptime_s\":%.3f,"
+                  "\"draining\":%s,\"settings_generation\":%u,",
+                  LUAGENT_VERSION, __DATE__, __VERSION__, LUAJIT_VERSION, H2O_VERSION, S->nworkers, (int)getpid(),
+                  (double)(lg_now_epoch_ms() - S->started_ms) / 1000.0, atomic_load(&S->stopping) ? "true" : "false",
+                  cfg->generation);
+    lg_buf_printf(b, "\"features\":{\"auth\":%s,\"jwt\":%s,\"tls\":%s,\"database\":%s,\"redis\":%s,\"watch\":%s},",
+                  cfg->auth == LG_AUTH_OFF ? "false" : "true", S->jwt_keys != NULL ? "true" : "false",
+                  S->ssl_ctx != NULL ? "true" : "false", cfg->database_url != NULL ? "true" : "false",
+                  cfg->redis_url != NULL ? "true" : "false", cfg->watch ? "true" : "false");
+    lg_buf_printf(b, "\"agents\":%zu,\"agent_versions\":[", lg_registry_count(LG_SCRIPT_AGENT));
+    lg_registry_each(LG_SCRIPT_AGENT, info_agent, b);
+    lg_buf_lit(b, "]}");
+}
+
 /* ---- authentication and roles ----
  * The route decides the role it needs (README: the route x role matrix); the credential is an API
  * key in `Authorization: Bearer` or `X-API-Key`. Each worker keeps the keys it checked recently in
@@ -837,7 +871,7 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
         reply_buf(req, request_id, b);
         break;
     case LG_ROUTE_READY:
-        if (atomic_load(&w->server->draining)) {
+        if (atomic_load(&w->server->stopping)) {
             status = 503;
             lg_reply_error(req, 503, "unavailable", "the server is shutting down", request_id);
         } else {
@@ -846,11 +880,7 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
         }
         break;
     case LG_ROUTE_INFO:
-        lg_buf_printf(b,
-                      "{\"name\":\"luagent\",\"version\":\"%s\",\"build\":{\"date\":\"%s\",\"compiler\":\"%s\"},"
-                      "\"workers\":%d,\"agents\":%zu,\"pid\":%d,\"uptime_s\":%.3f}",
-                      LUAGENT_VERSION, __DATE__, __VERSION__, w->server->nworkers, lg_registry_count(LG_SCRIPT_AGENT),
-                      (int)getpid(), (double)(lg_now_epoch_ms() - w->server->started_ms) / 1000.0);
+        info_json(w, b);
         reply_buf(req, request_id, b);
         break;
     case LG_ROUTE_AGENTS:

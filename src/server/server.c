@@ -20,6 +20,7 @@
 #include "luagent/kv.h"
 #include "luagent/log.h"
 #include "luagent/registry.h"
+#include "luagent/secrets.h"
 #include "luagent/store.h"
 #include "luagent/tls.h"
 #include "luagent/worker.h"
@@ -118,30 +119,154 @@ static void url_of(char *out, size_t len, const char *scheme, const char *host, 
     snprintf(out, len, "%s://%s%s%s:%d", scheme, v6 ? "[" : "", host, v6 ? "]" : "", port);
 }
 
-static int wait_for_signal(const lg_config_t *cfg, int ifd)
+/* ---- SIGHUP: reload ----
+ * A reload builds a new settings object and publishes it; workers pick the pointer up as they go.
+ * The replaced one (and replaced JWT keys) may still be in use by a request, so it is kept, in
+ * S.retired, until exit. Reloads are rare (an operator's signal): that costs a few KB each. */
+
+typedef struct lg_retired {
+    struct lg_retired *next;
+    void *p;
+    void (*free_fn)(void *);
+} lg_retired_t;
+
+static void retire(void *p, void (*free_fn)(void *))
+{
+    lg_retired_t *r = malloc(sizeof *r);
+    if (r == NULL)
+        return; /* leaked rather than freed under a reader */
+    *r = (lg_retired_t){.next = S.retired, .p = p, .free_fn = free_fn};
+    S.retired = r;
+}
+
+static void config_destroy(void *p)
+{
+    lg_config_free(p);
+    free(p);
+}
+
+static void jwt_keys_destroy(void *p) { lg_jwt_keys_free(p); }
+
+static void reload_scripts(int ifd, const lg_config_t *cfg)
+{
+    if (ifd >= 0) {
+        lg_inotify_watch_tree(ifd, cfg->agents_dir);
+        lg_inotify_watch_tree(ifd, cfg->providers_dir);
+    }
+    lg_registry_scan(LG_SCRIPT_AGENT);
+    lg_registry_scan(LG_SCRIPT_PROVIDER);
+}
+
+static void reload(int ifd)
+{
+    const lg_config_t *old = S.cfg;
+    lg_config_t *fresh = calloc(1, sizeof *fresh);
+    char err[512], changed[512];
+    if (fresh == NULL || lg_config_load(fresh, NULL, err, sizeof(err)) != 0) {
+        lg_log(LG_LOG_ERROR, "SIGHUP: settings not reloaded (the old ones stay): %s", fresh ? err : "out of memory");
+        free(fresh);
+        reload_scripts(ifd, old);
+        return;
+    }
+    int n = lg_config_keep_restart_only(fresh, old, changed, sizeof(changed)), applied;
+    if (n < 0) {
+        lg_log(LG_LOG_ERROR, "SIGHUP: settings not reloaded: out of memory");
+        config_destroy(fresh);
+        return;
+    }
+    if (fresh->database_url != NULL && lg_config_load_stored(fresh, &applied, err, sizeof(err)) != 0)
+        lg_log(LG_LOG_WARN, "SIGHUP: settings stored in the database not applied: %s", err);
+    fresh->generation = old->generation + 1;
+
+    lg_jwt_keys_t *keys = NULL;
+    if (fresh->jwt_secret != NULL || fresh->jwt_public_key != NULL) {
+        if ((keys = lg_jwt_keys_load(fresh, err, sizeof(err))) == NULL) {
+            lg_log(LG_LOG_ERROR, "SIGHUP: settings not reloaded (the old ones stay): %s", err);
+            config_destroy(fresh);
+            reload_scripts(ifd, old);
+            return;
+        }
+    }
+    lg_jwt_keys_t *old_keys = atomic_exchange(&S.jwt_keys, keys);
+    if (old_keys != NULL)
+        retire(old_keys, jwt_keys_destroy);
+    atomic_store(&S.cfg, fresh);
+    if (old->generation > 0)
+        retire((void *)old, config_destroy); /* the first one belongs to main() */
+    lg_log_reopen(fresh->log_level, fresh->log_file);
+    reload_scripts(ifd, fresh);
+    for (int i = 0; i < S.nworkers; i++)
+        lg_worker_wake(&S.workers[i]); /* each takes the new settings on its next turn */
+
+    lg_buf_t b = {0};
+    lg_log_begin(&b, LG_LOG_INFO, LG_STRLIT("reloaded settings and scripts (SIGHUP)"));
+    lg_log_kv_int(&b, "generation", fresh->generation);
+    lg_log_kv_int(&b, "agents", (int64_t)lg_registry_count(LG_SCRIPT_AGENT));
+    lg_log_end(&b);
+    lg_buf_free(&b);
+    if (n > 0)
+        lg_log(LG_LOG_WARN, "SIGHUP: %s changed; that takes a restart (the running values stay)", changed);
+}
+
+static void free_retired(void)
+{
+    while (S.retired != NULL) {
+        lg_retired_t *r = S.retired;
+        S.retired = r->next;
+        r->free_fn(r->p);
+        free(r);
+    }
+    const lg_config_t *cfg = S.cfg;
+    if (cfg->generation > 0)
+        config_destroy((void *)cfg);
+}
+
+/* Serve until SIGTERM/SIGINT: rescan scripts when inotify says so, reload on SIGHUP. Then /ready
+ * turns 503 and, for LUAGENT_DRAIN_DELAY_MS (a second signal cuts it short), the listeners still
+ * accept, so a load balancer stops sending before they close. */
+static void wait_for_signal(int ifd)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     int sfd = signalfd(-1, &set, SFD_CLOEXEC);
+    uint64_t stop_at = 0;
     for (;;) {
+        int timeout = -1;
+        if (stop_at != 0) {
+            uint64_t now = lg_now_mono_ms();
+            if (now >= stop_at)
+                break;
+            timeout = (int)(stop_at - now);
+        }
         struct pollfd p[2] = {{.fd = sfd, .events = POLLIN}, {.fd = ifd, .events = POLLIN}};
-        if (poll(p, ifd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+        if (poll(p, ifd >= 0 ? 2 : 1, timeout) < 0 && errno != EINTR)
             break;
         if (p[0].revents & POLLIN) {
             struct signalfd_siginfo si;
-            if (read(sfd, &si, sizeof(si)) == sizeof(si)) {
-                lg_log(LG_LOG_INFO, "received %s: draining (up to %d ms)", strsignal((int)si.ssi_signo),
-                       cfg->drain_timeout_ms);
-                break;
+            if (read(sfd, &si, sizeof(si)) != sizeof(si))
+                continue;
+            if (si.ssi_signo == SIGHUP) {
+                if (stop_at == 0)
+                    reload(ifd);
+                continue;
             }
+            if (stop_at != 0)
+                break; /* a second SIGTERM: drain now */
+            const lg_config_t *cfg = S.cfg;
+            atomic_store(&S.stopping, 1);
+            lg_log(LG_LOG_INFO, "received %s: draining (up to %d ms%s)", strsignal((int)si.ssi_signo),
+                   cfg->drain_timeout_ms, cfg->drain_delay_ms > 0 ? ", after the drain delay" : "");
+            if (cfg->drain_delay_ms <= 0)
+                break;
+            stop_at = lg_now_mono_ms() + (uint64_t)cfg->drain_delay_ms;
         }
         if (ifd >= 0 && (p[1].revents & POLLIN))
-            on_scripts_changed(ifd, cfg);
+            on_scripts_changed(ifd, S.cfg);
     }
     close(sfd);
-    return 0;
 }
 
 int lg_server_run(const lg_config_t *cfg)
@@ -157,6 +282,7 @@ int lg_server_run(const lg_config_t *cfg)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* the workers inherit this: only the main thread takes signals */
 
     memset(&S, 0, sizeof(S));
@@ -168,13 +294,13 @@ int lg_server_run(const lg_config_t *cfg)
         fprintf(stderr, "luagent: cannot create the Lua VM\n");
         return 1;
     }
-    int ifd = lg_inotify_open();
+    int ifd = cfg->watch ? lg_inotify_open() : -1;
     if (ifd >= 0) {
         lg_inotify_watch_tree(ifd, cfg->agents_dir);
         lg_inotify_watch_tree(ifd, cfg->providers_dir);
     }
-    else
-        lg_log(LG_LOG_WARN, "inotify is unavailable (%s): agent files are loaded at start only", strerror(errno));
+    else if (cfg->watch)
+        lg_log(LG_LOG_WARN, "inotify is unavailable (%s): scripts are reloaded on SIGHUP only", strerror(errno));
     lg_registry_scan(LG_SCRIPT_AGENT);
     if (stat(cfg->providers_dir, &st) != 0 || !S_ISDIR(st.st_mode))
         lg_log(LG_LOG_WARN, "LUAGENT_PROVIDERS_DIR '%s' is not a directory: luagent.ai has no providers", cfg->providers_dir);
@@ -253,7 +379,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_log_end(&b);
     lg_buf_free(&b);
 
-    wait_for_signal(cfg, ifd);
+    wait_for_signal(ifd);
 
     atomic_store(&S.draining, 1);
     for (int i = 0; i < S.nworkers; i++)
@@ -278,6 +404,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_history_free();
     lg_keys_shutdown();
     lg_jwt_keys_free(S.jwt_keys);
+    free_retired();
     lg_rate_free();
     lg_kv_free();
     lg_jobs_free();

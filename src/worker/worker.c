@@ -115,6 +115,7 @@ static void *worker_main(void *arg)
     lg_worker_t *w = arg;
     lg_log_buffered(1);
     while (!atomic_load(&w->server->draining)) {
+        w->rt.cfg = w->server->cfg; /* a SIGHUP reload takes effect here */
         lg_rt_run_once(&w->rt, 1000);
         lg_jobs_poll(w);
     }

@@ -25,7 +25,7 @@ static const char *const ALL_VARS[] = {
     "LUAGENT_API_KEYS_FILE", "LUAGENT_RATE_LIMIT", "LUAGENT_MEMORY_LIMIT_MB", "LUAGENT_DRAIN_TIMEOUT_MS",
     "LUAGENT_HEALTH_LISTEN", "LUAGENT_SPILL_DIR", "LUAGENT_CALLBACK_SECRET", "LUAGENT_LOG_FILE",
     "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE", "LUAGENT_HISTORY_SIZE", "LUAGENT_SESSION_TTL_S",
-    "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS",
+    "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS", "LUAGENT_WATCH", "LUAGENT_DRAIN_DELAY_MS",
 };
 #define NALL (sizeof ALL_VARS / sizeof ALL_VARS[0])
 
@@ -194,7 +194,9 @@ static void test_print_defaults(void **state)
              "LUAGENT_SESSION_TTL_S=86400\n"
              "LUAGENT_JOB_CONCURRENCY=16\n"
              "LUAGENT_JOB_CLAIM_MS=30000\n"
-             "LUAGENT_LOG_FILE=\n",
+             "LUAGENT_LOG_FILE=\n"
+             "LUAGENT_WATCH=on\n"
+             "LUAGENT_DRAIN_DELAY_MS=0\n",
              expected_workers());
     assert_string_equal(out, expected);
     free(out);
@@ -927,6 +929,41 @@ static void test_print_round_trip(void **state)
     lg_config_free(&c);
 }
 
+/** A reload keeps what only a restart changes (and names it), and takes the rest. */
+static void test_keep_restart_only(void **state)
+{
+    lg_config_t old, fresh;
+    char err[256], changed[256];
+    setenv("LUAGENT_LISTEN", "127.0.0.1:9000", 1);
+    setenv("LUAGENT_WORKERS", "3", 1);
+    setenv("REDIS_URL", "redis://a:6379", 1);
+    setenv("LUAGENT_EXEC_TIMEOUT_MS", "1000", 1);
+    assert_int_equal(lg_config_load(&old, MISSING_ENV, err, sizeof err), 0);
+    assert_int_equal(lg_config_load(&fresh, MISSING_ENV, err, sizeof err), 0);
+    assert_int_equal(lg_config_keep_restart_only(&fresh, &old, changed, sizeof changed), 0);
+    assert_string_equal(changed, "");
+    lg_config_free(&fresh);
+
+    setenv("LUAGENT_LISTEN", "[::1]:9001", 1);
+    setenv("LUAGENT_WORKERS", "4", 1);
+    unsetenv("REDIS_URL");
+    setenv("LUAGENT_WATCH", "off", 1);
+    setenv("LUAGENT_EXEC_TIMEOUT_MS", "2000", 1);
+    setenv("LUAGENT_LOG_LEVEL", "debug", 1);
+    assert_int_equal(lg_config_load(&fresh, MISSING_ENV, err, sizeof err), 0);
+    assert_int_equal(lg_config_keep_restart_only(&fresh, &old, changed, sizeof changed), 4);
+    assert_string_equal(changed, "LUAGENT_LISTEN, LUAGENT_WORKERS, REDIS_URL, LUAGENT_WATCH");
+    assert_string_equal(fresh.listen_host, "127.0.0.1");
+    assert_int_equal(fresh.listen_port, 9000);
+    assert_int_equal(fresh.workers, 3);
+    assert_string_equal(fresh.redis_url, "redis://a:6379");
+    assert_int_equal(fresh.watch, 1);
+    assert_int_equal(fresh.exec_timeout_ms, 2000); /* reloadable: the new value */
+    assert_int_equal(fresh.log_level, LG_LOG_DEBUG);
+    lg_config_free(&fresh);
+    lg_config_free(&old);
+}
+
 /** .env.example names every printed variable, and read with its assignments uncommented gives the
  *  defaults. Skipped when not run from the repository root. */
 static void test_env_example(void **state)
@@ -1007,6 +1044,7 @@ int main(void)
         T(test_print_url_forms),
         T(test_tls_pair),
         T(test_print_round_trip),
+        T(test_keep_restart_only),
         T(test_env_example),
 #undef T
     };

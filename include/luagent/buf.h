@@ -20,7 +20,7 @@ typedef struct lg_buf {
 
 /** Make room for `extra` more bytes (plus the terminator). Returns the write position. */
 char *lg_buf_reserve(lg_buf_t *b, size_t extra);
-void lg_buf_append(lg_buf_t *b, const void *p, size_t n);
+static inline void lg_buf_append(lg_buf_t *b, const void *p, size_t n);
 void lg_buf_printf(lg_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /** Append `s` as a JSON string literal (quotes included): control chars, '"' and '\\' escaped,
  *  valid UTF-8 copied as it is, each byte of an invalid sequence replaced by U+FFFD, so the output
@@ -72,6 +72,16 @@ static inline void lg_buf_putc(lg_buf_t *b, char c)
     if (b->len + 2 > b->cap)
         lg_buf_reserve(b, 1);
     b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
+/* inline: most appends are short literals, which the compiler then copies without a call */
+static inline void lg_buf_append(lg_buf_t *b, const void *p, size_t n)
+{
+    if (b->len + n + 1 > b->cap)
+        lg_buf_reserve(b, n);
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
     b->data[b->len] = '\0';
 }
 

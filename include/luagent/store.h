@@ -31,6 +31,7 @@ typedef struct lg_rec {
     _Atomic int refs;    /* owners: the history and the recorder may share one record */
     char id[LG_UUID_LEN + 1];
     char agent[128];
+    uint64_t id_hash;    /* lg_fnv1a of id (the history's hash key) */
     lg_rec_status_t status;
     uint64_t created_ms;
     size_t head_len; /* json[0..head_len) + '}' is the record without "events" */

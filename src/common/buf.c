@@ -20,14 +20,6 @@ char *lg_buf_reserve(lg_buf_t *b, size_t extra)
     return b->data + b->len;
 }
 
-void lg_buf_append(lg_buf_t *b, const void *p, size_t n)
-{
-    char *dst = lg_buf_reserve(b, n);
-    memcpy(dst, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-}
-
 void lg_buf_printf(lg_buf_t *b, const char *fmt, ...)
 {
     va_list ap;

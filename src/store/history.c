@@ -56,18 +56,20 @@ void lg_history_free(void)
 
 int lg_history_enabled(void) { return H.cap > 0; }
 
-static size_t find(const char *id, size_t idlen)
+static size_t find_hashed(const char *id, size_t idlen, uint64_t h)
 {
-    for (size_t i = H.buckets[hash_id(id, idlen) & (H.nbuckets - 1)]; i != NONE; i = H.slots[i].hnext)
-        if (strlen(H.slots[i].rec->id) == idlen && memcmp(H.slots[i].rec->id, id, idlen) == 0)
+    for (size_t i = H.buckets[h & (H.nbuckets - 1)]; i != NONE; i = H.slots[i].hnext)
+        if (H.slots[i].rec->id_hash == h && strlen(H.slots[i].rec->id) == idlen &&
+            memcmp(H.slots[i].rec->id, id, idlen) == 0)
             return i;
     return NONE;
 }
 
+static size_t find(const char *id, size_t idlen) { return find_hashed(id, idlen, hash_id(id, idlen)); }
+
 static void unlink_slot(size_t slot)
 {
-    const char *id = H.slots[slot].rec->id;
-    size_t *p = &H.buckets[hash_id(id, strlen(id)) & (H.nbuckets - 1)];
+    size_t *p = &H.buckets[H.slots[slot].rec->id_hash & (H.nbuckets - 1)];
     while (*p != slot)
         p = &H.slots[*p].hnext;
     *p = H.slots[slot].hnext;
@@ -81,7 +83,7 @@ void lg_history_put(lg_rec_t *r)
     }
     lg_rec_t *copy = r, *old = NULL;
     pthread_mutex_lock(&H.lock);
-    size_t i = find(r->id, strlen(r->id));
+    size_t i = find_hashed(r->id, strlen(r->id), r->id_hash);
     if (i != NONE) {
         if (H.slots[i].rec->status <= r->status) { /* status only moves forward */
             old = H.slots[i].rec;
@@ -98,7 +100,7 @@ void lg_history_put(lg_rec_t *r)
             i = (H.head + H.count++) % H.cap;
         }
         H.slots[i].rec = copy;
-        size_t b = hash_id(r->id, strlen(r->id)) & (H.nbuckets - 1);
+        size_t b = r->id_hash & (H.nbuckets - 1);
         H.slots[i].hnext = H.buckets[b];
         H.buckets[b] = i;
         copy = NULL;

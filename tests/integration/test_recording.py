@@ -192,7 +192,7 @@ class RecordingTests(RecordingHelpers, ServerTestCase):
         self.assertSteps(rec["events"])  # events up to the failure are kept
 
     def test_async_execution_row(self):
-        r = self.server.execute("steps", {"q": "async", "ms": 200}, options={"mode": "async"})
+        r = self.server.execute("steps", {"q": "async", "ms": 800}, options={"mode": "async"})
         self.assertEqual(202, r.status, self.ctx_msg(r))
         eid = r.body["execution_id"]
         seen = set()
@@ -204,12 +204,12 @@ class RecordingTests(RecordingHelpers, ServerTestCase):
             return rows[0][0] if rows else None
         st, took, ok = self.poll(status, lambda s: s == "succeeded", timeout=5, interval=0.02)
         self.assertTrue(ok, f"async row status {st} after {took:.1f} s")
-        measure("async execution (200 ms sleep): statuses seen in SQL", sorted(seen))
+        measure("async execution (800 ms sleep): statuses seen in SQL", sorted(seen))
         self.assertTrue(seen & {"queued", "running"}, f"the row was only seen final: {seen}")
         rec = self.row(eid, events=3)
         self.assertEqual("async", rec["mode"])
-        self.assertEqual({"echo": {"q": "async", "ms": 200}}, rec["result"])
-        self.assertGreaterEqual(rec["duration_ms"], 150)
+        self.assertEqual({"echo": {"q": "async", "ms": 800}}, rec["result"])
+        self.assertGreaterEqual(rec["duration_ms"], 750)
         self.assertSteps(rec["events"])
 
     def test_sse_execution_row(self):

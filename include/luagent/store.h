@@ -31,13 +31,20 @@ typedef struct lg_rec {
     _Atomic int refs;    /* owners: the history and the recorder may share one record */
     char id[LG_UUID_LEN + 1];
     char agent[128];
-    uint64_t id_hash;    /* lg_fnv1a of id (the history's hash key) */
+    uint64_t id_hash;    /* lg_rec_id_hash(id): the history's hash key */
     lg_rec_status_t status;
     uint64_t created_ms;
     size_t head_len; /* json[0..head_len) + '}' is the record without "events" */
     size_t len;
     char json[];
 } lg_rec_t;
+
+/** The history's hash of an execution id: its last 12 characters (a UUIDv7's random tail) suffice. */
+static inline uint64_t lg_rec_id_hash(const char *id, size_t len)
+{
+    size_t tail = len > 12 ? 12 : len;
+    return lg_fnv1a(id + len - tail, tail, LG_FNV_OFFSET ^ len);
+}
 
 const char *lg_rec_status_name(lg_rec_status_t s);
 /** -1 when `s` names no status. */

@@ -24,7 +24,6 @@ static struct {
     size_t *buckets, nbuckets;
 } H = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static size_t hash_id(const char *id, size_t len) { return (size_t)lg_fnv1a(id, len, LG_FNV_OFFSET); }
 
 void lg_history_init(size_t capacity)
 {
@@ -65,7 +64,7 @@ static size_t find_hashed(const char *id, size_t idlen, uint64_t h)
     return NONE;
 }
 
-static size_t find(const char *id, size_t idlen) { return find_hashed(id, idlen, hash_id(id, idlen)); }
+static size_t find(const char *id, size_t idlen) { return find_hashed(id, idlen, lg_rec_id_hash(id, idlen)); }
 
 static void unlink_slot(size_t slot)
 {

@@ -208,7 +208,7 @@ static void write_stream_end(lg_exec_t *e, oai_t *o, const lg_buf_t *c, const lg
 {
     const char *s = c->data + 1; /* c is "…": the escaped text is what streamed tokens are compared with */
     size_t n = c->len - 2, k = o->streamed.len;
-    if (n > k && memcmp(s, o->streamed.data, k) == 0) {
+    if (n > k && (k == 0 || memcmp(s, o->streamed.data, k) == 0)) {
         chunk_open(out, e);
         lg_buf_lit(out, "{\"content\":\"");
         lg_buf_append(out, s + k, n - k);

@@ -20,6 +20,9 @@ typedef enum {
     LG_ROUTE_EXECUTION,     /* GET  /api/v1/executions/{id} (id in `name`) */
     LG_ROUTE_KEYS,          /* GET, POST /api/v1/keys (admin) */
     LG_ROUTE_KEY,           /* DELETE /api/v1/keys/{id} (admin; id in `name`) */
+    LG_ROUTE_OAI_CHAT,      /* POST /v1/chat/completions (the OpenAI-compatible face) */
+    LG_ROUTE_OAI_MODELS,    /* GET  /v1/models */
+    LG_ROUTE_OAI_MODEL,     /* GET  /v1/models/{id} (id in `name`, not checked: any id is a 404 model_not_found) */
 } lg_route_id_t;
 
 typedef struct lg_route {

@@ -70,6 +70,18 @@ int lg_history_get_route(h2o_req_t *req, const struct lg_route *route, const cha
  *  return convention (the status answered, or -1 when the answer comes later). */
 int lg_keys_route(h2o_req_t *req, const struct lg_route *route, const char *request_id, lg_buf_t *b);
 
+/* ---- the OpenAI-compatible face (openai_compat.c): agents as models ----
+ * Same return convention as above (the status answered, or 0 when the answer comes later). */
+struct lg_principal;
+/** POST /v1/chat/completions: runs the agent named by "model" (docs/architecture.md). */
+int lg_openai_chat_route(h2o_req_t *req, const char *request_id, uint64_t start_ns, const struct lg_principal *who);
+/** GET /v1/models (the agents this caller may run) and GET /v1/models/{id}. */
+int lg_openai_models_route(h2o_req_t *req, const struct lg_route *route, const struct lg_principal *who,
+                           const char *request_id, lg_buf_t *b);
+/** When req is on a /v1 route, add OpenAI's "type" (invalid_request_error, authentication_error,
+ *  permission_error, rate_limit_error, server_error: by status) to the error object ending b. */
+void lg_openai_error_type(h2o_req_t *req, int status, lg_buf_t *b);
+
 /* ---- outcomes of executions (outcome.c) ---- */
 
 struct lg_exec;

@@ -14,6 +14,7 @@
 #include "luagent/agents.h"
 #include "luagent/auth.h"
 #include "luagent/envelope.h"
+#include "luagent/execlink.h"
 #include "luagent/ids.h"
 #include "luagent/jobs.h"
 #include "luagent/jwt.h"
@@ -28,24 +29,6 @@
 #include "luagent/server.h"
 #include "luagent/store.h"
 #include "luagent/worker.h"
-
-
-/* One HTTP execution: lives in the request's pool; its dispose callback is how we learn that the
- * request is gone (client disconnect, or after the reply). */
-typedef struct lg_link {
-    h2o_generator_t gen; /* SSE: first member, h2o hands it back to proceed/stop */
-    h2o_req_t *req;      /* NULL once the request is gone */
-    lg_exec_t *exec;     /* NULL once the execution ended */
-    struct lg_link *prev, *next; /* the worker's executions in flight (client watch) */
-    int streaming, sending, final_queued, final_sent, client_gone;
-    lg_buf_t pending, inflight;
-    lg_worker_t *worker;
-    uint64_t start_ns;
-    char request_id[72];
-    char *idem_key;      /* store key of the request's Idempotency-Key (the reply is kept under it) */
-    int idem_redis;      /* ... in Redis (else in the process's store) */
-    char idem_hash[17];  /* of the request body */
-} lg_link_t;
 
 /* ---- in-flight list and the client watch ----
  * h2o 2.2 does not read from an HTTP/1 connection while its request is being handled, so it only
@@ -148,7 +131,7 @@ static void sse_event(lg_link_t *l, const char *event, const char *data, size_t 
     lg_buf_lit(&l->pending, "\n\n");
 }
 
-static void sse_start(lg_link_t *l)
+void lg_sse_start(lg_link_t *l)
 {
     h2o_req_t *req = l->req;
     req->res.status = 200;
@@ -167,6 +150,13 @@ static void sse_start(lg_link_t *l)
     sse_flush(l);
 }
 
+void lg_sse_send(lg_link_t *l, int final)
+{
+    if (final)
+        l->final_queued = 1;
+    sse_flush(l);
+}
+
 static void link_dispose(void *p)
 {
     lg_link_t *l = p;
@@ -175,6 +165,20 @@ static void link_dispose(void *p)
     lg_buf_free(&l->pending);
     lg_buf_free(&l->inflight);
     free(l->idem_key);
+}
+
+lg_link_t *lg_link_attach(h2o_req_t *req, lg_exec_t *e, uint64_t start_ns, const char *request_id)
+{
+    lg_link_t *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), link_dispose);
+    memset(l, 0, sizeof(*l));
+    l->req = req;
+    l->exec = e;
+    l->worker = lg_worker_of(req);
+    link_track(l->worker, l);
+    l->start_ns = start_ns;
+    memcpy(l->request_id, request_id, strnlen(request_id, sizeof(l->request_id) - 1) + 1);
+    e->owner = l;
+    return l;
 }
 
 /* ---- execution results ---- */
@@ -190,31 +194,38 @@ static void on_emit(lg_exec_t *e, const char *event, const char *json, size_t le
 
 static void idem_store(lg_link_t *l, const char *id, int status, const lg_buf_t *b);
 
-static void on_done(lg_exec_t *e)
+h2o_req_t *lg_link_end(lg_exec_t *e, lg_buf_t *b, int *status, int *is_err, size_t *roff, size_t *rlen)
 {
     lg_link_t *l = e->owner;
     h2o_req_t *req = l->req;
     l->exec = NULL;
     link_untrack(l->worker, l);
-    lg_buf_t *b = &l->worker->scratch;
     lg_buf_reset(b);
-    int is_err;
-    size_t roff = 0, rlen = 0;
-    int status = lg_outcome_json(e, l->client_gone || req == NULL, b, l->request_id, &is_err, &roff, &rlen);
-    lg_outcome_record(e, b, is_err, roff, rlen);
+    *roff = *rlen = 0;
+    *status = lg_outcome_json(e, l->client_gone || req == NULL, b, l->request_id, is_err, roff, rlen);
+    lg_outcome_record(e, b, *is_err, *roff, *rlen);
     if (l->idem_key != NULL)
-        idem_store(l, e->id, req == NULL ? 499 : status, b);
-    if (req == NULL) {
+        idem_store(l, e->id, req == NULL ? 499 : *status, b);
+    if (req == NULL)
         lg_log(LG_LOG_INFO, "execution %s of %s ended after its client went away", e->id, e->agent);
+    return req;
+}
+
+static void on_done(lg_exec_t *e)
+{
+    lg_link_t *l = e->owner;
+    lg_buf_t *b = &l->worker->scratch;
+    int status, is_err;
+    size_t roff, rlen;
+    h2o_req_t *req = lg_link_end(e, b, &status, &is_err, &roff, &rlen);
+    if (req == NULL)
         return;
-    }
     if (e->cache != LG_CACHE_NONE && !l->streaming)
         h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-cache"), 0, NULL,
                               e->cache == LG_CACHE_HIT ? "hit" : "miss", e->cache == LG_CACHE_HIT ? 3 : 4);
     if (l->streaming) {
         sse_event(l, is_err ? "error" : "result", b->data, b->len);
-        l->final_queued = 1;
-        sse_flush(l);
+        lg_sse_send(l, 1);
     } else {
         lg_reply_json(req, status, l->request_id, b->data, b->len);
     }
@@ -437,22 +448,14 @@ static int execute_claimed(start_t *s)
         lg_reply_error(req, 404, "not_found", msg, s->request_id);
         return 404;
     }
-    lg_link_t *l = h2o_mem_alloc_shared(&req->pool, sizeof(*l), link_dispose);
-    memset(l, 0, sizeof(*l));
-    l->req = req;
-    l->exec = e;
-    l->worker = w;
-    link_track(w, l);
-    l->start_ns = s->start_ns;
-    memcpy(l->request_id, s->request_id, sizeof(l->request_id));
+    lg_link_t *l = lg_link_attach(req, e, s->start_ns, s->request_id);
     if (s->idem_len > 0) {
         l->idem_key = strndup(s->idem, (size_t)s->idem_len);
         l->idem_redis = s->idem_redis;
         memcpy(l->idem_hash, s->hash, sizeof(l->idem_hash));
     }
-    e->owner = l;
     if (e->stream)
-        sse_start(l);
+        lg_sse_start(l);
     lg_exec_run(e);
     return 0; /* logged when it ends */
 }
@@ -530,8 +533,7 @@ static int idem_claim(start_t *s)
     return status;
 }
 
-static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns,
-                      const lg_principal_t *who)
+int lg_execute_precheck(h2o_req_t *req, const char *request_id)
 {
     lg_worker_t *w = lg_worker_of(req);
     const lg_config_t *cfg = w->server->cfg;
@@ -549,10 +551,19 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
         lg_reply_error(req, 415, "unsupported_media_type", "send the body as application/json", request_id);
         return 415;
     }
+    return 0;
+}
+
+static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *request_id, uint64_t start_ns,
+                      const lg_principal_t *who)
+{
+    lg_worker_t *w = lg_worker_of(req);
+    int status;
+    if ((status = lg_execute_precheck(req, request_id)) != 0)
+        return status;
     start_t s = {.req = req, .start_ns = start_ns};
     s.e = lg_exec_new(&w->rt, &http_exec_ops, NULL);
     char msg[256];
-    int status;
     const char *code;
     lg_json_span_t spans[2];
     const char *err = lg_envelope_parse(s.e->co, req->entity.base, req->entity.len, route->id == LG_ROUTE_EXECUTE,
@@ -694,9 +705,12 @@ static lg_role_t route_role(lg_route_id_t id)
     case LG_ROUTE_AGENT:
     case LG_ROUTE_EXECUTIONS:
     case LG_ROUTE_EXECUTION:
+    case LG_ROUTE_OAI_MODELS:
+    case LG_ROUTE_OAI_MODEL:
         return LG_ROLE_VIEWER;
     case LG_ROUTE_AGENT_EXECUTE:
     case LG_ROUTE_EXECUTE:
+    case LG_ROUTE_OAI_CHAT:
         return LG_ROLE_OPERATOR;
     case LG_ROUTE_KEYS:
     case LG_ROUTE_KEY:
@@ -909,6 +923,13 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
     case LG_ROUTE_KEY:
         status = lg_keys_route(req, route, request_id, b);
         status = status < 0 ? 0 : status;
+        break;
+    case LG_ROUTE_OAI_CHAT:
+        status = lg_openai_chat_route(req, request_id, start_ns, who);
+        break;
+    case LG_ROUTE_OAI_MODELS:
+    case LG_ROUTE_OAI_MODEL:
+        status = lg_openai_models_route(req, route, who, request_id, b);
         break;
     default:
         break;

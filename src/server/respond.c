@@ -116,6 +116,7 @@ void lg_reply_invalid(h2o_req_t *req, const char *agent, size_t alen, const lg_s
     lg_buf_t *b = &lg_worker_of(req)->scratch;
     lg_buf_reset(b);
     lg_error_json_invalid(b, agent, alen, r, request_id, NULL);
+    lg_openai_error_type(req, 422, b);
     lg_reply_json(req, 422, request_id, b->data, b->len);
 }
 
@@ -124,6 +125,7 @@ void lg_reply_error(h2o_req_t *req, int status, const char *code, const char *me
     lg_buf_t *b = &lg_worker_of(req)->scratch;
     lg_buf_reset(b);
     lg_error_json(b, code, message, strlen(message), request_id, NULL);
+    lg_openai_error_type(req, status, b);
     lg_reply_json(req, status, request_id, b->data, b->len);
 }
 

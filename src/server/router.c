@@ -61,6 +61,16 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_EXECUTIONS, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/api/v1/keys"))
         return set(r, LG_ROUTE_KEYS, "GET, HEAD, POST", method, mlen);
+    if (eq(path, plen, "/v1/chat/completions"))
+        return set(r, LG_ROUTE_OAI_CHAT, "POST", method, mlen);
+    if (eq(path, plen, "/v1/models"))
+        return set(r, LG_ROUTE_OAI_MODELS, "GET, HEAD", method, mlen);
+    static const char mprefix[] = "/v1/models/";
+    if (starts(path, plen, mprefix) && memchr(path + sizeof(mprefix) - 1, '/', plen - (sizeof(mprefix) - 1)) == NULL) {
+        r->name = path + sizeof(mprefix) - 1;
+        r->name_len = plen - (sizeof(mprefix) - 1);
+        return set(r, LG_ROUTE_OAI_MODEL, "GET, HEAD", method, mlen);
+    }
     static const char kprefix[] = "/api/v1/keys/";
     if (starts(path, plen, kprefix) && memchr(path + sizeof(kprefix) - 1, '/', plen - (sizeof(kprefix) - 1)) == NULL) {
         r->name = path + sizeof(kprefix) - 1;

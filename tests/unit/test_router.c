@@ -60,6 +60,28 @@ static void test_execution_routes(void **state)
     assert_true(match("HEAD", "/health").method_allowed);
 }
 
+static void test_openai_routes(void **state)
+{
+    lg_route_t r = match("POST", "/v1/chat/completions");
+    assert_int_equal(r.id, LG_ROUTE_OAI_CHAT);
+    assert_true(r.method_allowed);
+    r = match("GET", "/v1/chat/completions");
+    assert_int_equal(r.id, LG_ROUTE_OAI_CHAT);
+    assert_false(r.method_allowed);
+    assert_string_equal(r.allow, "POST");
+    assert_int_equal(match("GET", "/v1/models").id, LG_ROUTE_OAI_MODELS);
+    assert_int_equal(match("GET", "/v1/models/").id, LG_ROUTE_OAI_MODELS);
+    assert_false(match("POST", "/v1/models").method_allowed);
+    r = match("GET", "/v1/models/team.review");
+    assert_int_equal(r.id, LG_ROUTE_OAI_MODEL);
+    assert_true(r.method_allowed);
+    assert_int_equal(r.name_len, strlen("team.review"));
+    assert_memory_equal(r.name, "team.review", r.name_len);
+    assert_int_equal(match("GET", "/v1/models/a/b").id, LG_ROUTE_NOT_FOUND);
+    assert_int_equal(match("POST", "/v1/embeddings").id, LG_ROUTE_NOT_FOUND);
+    assert_int_equal(match("POST", "/v1/chat/completions/x").id, LG_ROUTE_NOT_FOUND);
+}
+
 static void test_wrong_method_is_405(void **state)
 {
     lg_route_t r = match("GET", "/api/v1/agents/hello/execute");
@@ -94,6 +116,7 @@ int main(void)
         cmocka_unit_test(test_static_routes),
         cmocka_unit_test(test_agent_routes),
         cmocka_unit_test(test_execution_routes),
+        cmocka_unit_test(test_openai_routes),
         cmocka_unit_test(test_wrong_method_is_405),
         cmocka_unit_test(test_agent_names),
     };

@@ -680,18 +680,15 @@ class KubernetesTest(unittest.TestCase):
         vols = {v["name"] for v in spec["volumes"]}
         self.assertTrue({m["name"] for m in c["volumeMounts"]} <= vols)
 
-    def test_termination_grace_covers_prestop_and_drain(self):
+    def test_termination_grace_covers_drain_delay_and_drain(self):
         spec = self.app()["spec"]["template"]["spec"]
-        pre = self.app_container()["lifecycle"]["preStop"]
-        cmd = pre["exec"]["command"] if "exec" in pre else ["sleep", str(pre["sleep"]["seconds"])]
-        self.assertEqual(cmd[0], "sleep", "preStop is not a sleep")
-        sleep_s = int(cmd[1])
-        self.assertGreaterEqual(sleep_s, 3, "endpoints need a few seconds to drain")
+        delay_s = int(self.config_data()["LUAGENT_DRAIN_DELAY_MS"]) / 1000
+        self.assertGreaterEqual(delay_s, 3, "endpoints need a few seconds to stop routing here")
         drain_s = int(self.config_data()["LUAGENT_DRAIN_TIMEOUT_MS"]) / 1000
         grace = spec["terminationGracePeriodSeconds"]
-        self.assertGreaterEqual(grace, sleep_s + drain_s + 5,
+        self.assertGreaterEqual(grace, delay_s + drain_s + 5,
                                 "SIGKILL would come before the drain and the log flush finish")
-        self.assertLessEqual(grace, sleep_s + drain_s + 60, "grace period far beyond the drain timeout")
+        self.assertLessEqual(grace, delay_s + drain_s + 60, "grace period far beyond the drain timeout")
 
     def test_pdb_and_services_select_pods(self):
         pods = [(d["metadata"]["name"], d["spec"]["template"]) for d in

@@ -112,7 +112,11 @@ int lg_outcome_json(lg_exec_t *e, int client_gone, lg_buf_t *b, const char *requ
         break;
     case LG_END_TIMEOUT:
         status = 504, code = "timeout";
-        snprintf(msg, sizeof(msg), "the execution exceeded its deadline of %d ms", e->timeout_ms);
+        if (e->deadline_inherited)
+            snprintf(msg, sizeof(msg), "the execution reached its parent execution's deadline (%d ms after it started)",
+                     e->timeout_ms);
+        else
+            snprintf(msg, sizeof(msg), "the execution exceeded its deadline of %d ms", e->timeout_ms);
         m = msg, mlen = strlen(msg);
         break;
     case LG_END_MEMORY:

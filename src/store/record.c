@@ -220,6 +220,7 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
     atomic_init(&r->refs, 1);
     memcpy(r->id, e->id, sizeof(r->id));
     memcpy(r->agent, e->agent, sizeof(r->agent));
+    memcpy(r->parent_id, e->parent_id, sizeof(r->parent_id));
     r->status = st;
     r->created_ms = e->created_ms;
     r->len = b.len - H;

@@ -25,7 +25,7 @@ static const char *const ALL_VARS[] = {
     "LUAGENT_API_KEYS_FILE", "LUAGENT_RATE_LIMIT", "LUAGENT_MEMORY_LIMIT_MB", "LUAGENT_DRAIN_TIMEOUT_MS",
     "LUAGENT_HEALTH_LISTEN", "LUAGENT_SPILL_DIR", "LUAGENT_CALLBACK_SECRET", "LUAGENT_LOG_FILE",
     "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE", "LUAGENT_HISTORY_SIZE", "LUAGENT_SESSION_TTL_S",
-    "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS",
+    "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS", "LUAGENT_MAX_AGENT_DEPTH",
 };
 #define NALL (sizeof ALL_VARS / sizeof ALL_VARS[0])
 
@@ -194,6 +194,7 @@ static void test_print_defaults(void **state)
              "LUAGENT_SESSION_TTL_S=86400\n"
              "LUAGENT_JOB_CONCURRENCY=16\n"
              "LUAGENT_JOB_CLAIM_MS=30000\n"
+             "LUAGENT_MAX_AGENT_DEPTH=8\n"
              "LUAGENT_LOG_FILE=\n",
              expected_workers());
     assert_string_equal(out, expected);

@@ -307,8 +307,11 @@ static lg_exec_t *start_child(lua_State *L, lg_exec_t *p, const char *name, size
     c->deadline_cap_ms = p->budget.deadline_ms;
     lg_schema_report_t invalid = {0};
     lg_launch_status_t ls = lg_exec_launch(c, name, len, 0, &invalid);
-    if (ls == LG_LAUNCH_OK)
+    if (ls == LG_LAUNCH_OK) {
+        if (c->deadline_inherited) /* the same instant, to the ms, as the parent's ctx says */
+            c->deadline_epoch_ms = p->deadline_epoch_ms;
         return c;
+    }
     if (ls == LG_LAUNCH_INVALID) {
         lg_error_json_invalid(b, name, len, &invalid, p->request_id, NULL);
         push_failure(L, 422, b);

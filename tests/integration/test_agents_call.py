@@ -473,3 +473,36 @@ class AgentsAllowListTests(AgentsHelpers, ServerTestCase):
         items, _, ok = self.poll(get, lambda it: len(it) >= 1)
         self.assertTrue(ok)
         return items[0]
+
+
+class SampleTeamLeadTests(AgentsHelpers, ServerTestCase):
+    """agents/team/lead.lua, the sample that uses luagent.agents, with the real team.review and
+    summarize agents and the mock provider."""
+    WORKERS = 1
+    AGENTS = {n: (REPO / "agents" / (n.replace(".", "/") + ".lua")).read_text()
+              for n in ("team.lead", "team.review", "summarize")}
+    ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers")}
+
+    def test_lead_runs_review_and_summary_as_children(self):
+        text = "the quick brown fox jumps over the lazy dog"
+        r = self.server.execute("team.lead", {"text": text})
+        res = self.assertOk(r)["result"]
+        self.assertEqual(9, res["review"]["words"])
+        self.assertTrue(res["review"]["ok"])
+        self.assertIn("fox", res["summary"])
+        self.assertNotIn("short", res)
+        self.assertEqual(1, r.body["usage"]["calls"], r.body)  # the summarize child's model call
+        kids = self.children(r.body["execution_id"], expect=2)
+        self.assertEqual(["summarize", "team.review"], sorted(k["agent"] for k in kids))
+
+    def test_a_long_text_gets_a_third_child(self):
+        r = self.server.execute("team.lead", {"text": "word " * 250})
+        res = self.assertOk(r)["result"]
+        self.assertFalse(res["review"]["ok"])
+        self.assertIsInstance(res["short"], str)
+        self.assertEqual(2, r.body["usage"]["calls"], r.body)
+        self.assertEqual(3, len(self.children(r.body["execution_id"], expect=3)))
+
+    def test_a_bad_task_is_refused_before_any_child(self):
+        r = self.server.execute("team.lead", {"txt": "x"})
+        self.assertError(r, 422, "validation_failed")

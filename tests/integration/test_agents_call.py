@@ -506,3 +506,42 @@ class SampleTeamLeadTests(AgentsHelpers, ServerTestCase):
     def test_a_bad_task_is_refused_before_any_child(self):
         r = self.server.execute("team.lead", {"txt": "x"})
         self.assertError(r, 422, "validation_failed")
+
+
+class AgentsPostgresTests(AgentsHelpers, ServerTestCase):
+    """With DATABASE_URL: children's rows carry parent_id, and ?parent_id= is answered by Postgres."""
+    WORKERS = 2
+    AGENTS = {"parent": PARENT, "nap": NAP}
+
+    @classmethod
+    def setUpClass(cls):
+        from .services import shared_postgres
+        cls.pg = shared_postgres()
+        cls.db = cls.pg.new_database("agents")
+        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
+        cls.ENV = {"DATABASE_URL": cls.pg.url(cls.db), "LUAGENT_SPILL_DIR": cls.spill}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.spill, ignore_errors=True)
+
+    def test_parent_id_in_rows_and_in_the_listing(self):
+        body = self.run_parent({"op": "parallel", "list": [["nap", {"id": 1}], ["nap", {"id": 2}]]})
+        pid = body["execution_id"]
+
+        def rows():
+            return self.pg.query(f"select agent, status, parent_id from executions where parent_id = '{pid}'"
+                                 f" or id = '{pid}' order by id", db=self.db)
+        got, _, ok = self.poll(rows, lambda r: len(r) == 3 and all(x[1] == "succeeded" for x in r), timeout=5)
+        self.assertTrue(ok, f"rows: {got}\n{self.server.log_tail(15)}")
+        self.assertEqual([["parent", "succeeded", ""], ["nap", "succeeded", pid], ["nap", "succeeded", pid]], got)
+        q = urllib.parse.urlencode({"parent_id": pid})
+        r = self.server.request("GET", f"/api/v1/executions?{q}")
+        self.assertEqual(200, r.status, self.ctx_msg(r))
+        self.assertNotIn("x-history-source", r.headers, "answered from memory, not from Postgres")
+        self.assertEqual([1, 2], sorted(it["task"]["id"] for it in r.body["items"]))
+        self.assertTrue(all(it["parent_id"] == pid for it in r.body["items"]))

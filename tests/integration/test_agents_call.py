@@ -406,6 +406,42 @@ class AgentsCallTests(AgentsHelpers, ServerTestCase):
         self.assertTrue(events[-1][1]["result"]["got"]["stream"])
 
 
+    def test_an_async_parent_has_children_too(self):
+        r = self.server.execute("parent", {"op": "call", "name": "nap", "task": {"id": "bg"}},
+                                options={"mode": "async"})
+        self.assertEqual(202, r.status, self.ctx_msg(r))
+        pid = r.body["execution_id"]
+        parent = self.record(pid)
+        self.assertEqual("succeeded", parent["status"], parent)
+        self.assertEqual("bg", parent["result"]["got"]["id"])
+        kids = self.children(pid, expect=1)
+        self.assertEqual(("nap", "sync"), (kids[0]["agent"], kids[0]["mode"]))
+
+
+class AgentsDrainTests(AgentsHelpers, ServerTestCase):
+    """SIGTERM while children run: past LUAGENT_DRAIN_TIMEOUT_MS parent and children are cancelled,
+    the client gets its 503, and the server exits 0 (no leak under ASan)."""
+    WORKERS = 1
+    AGENTS = {"fanout": FANOUT, "nap": NAP}
+    ENV = {"LUAGENT_DRAIN_TIMEOUT_MS": "300"}
+    CHECK_EXIT = False  # the test stops the server itself and checks its exit
+
+    def test_drain_cancels_parent_and_children(self):
+        import threading
+        got = {}
+
+        def run():
+            got["r"] = self.server.execute("fanout", {"marker": "drain"})
+        t = threading.Thread(target=run)
+        t.start()
+        time.sleep(0.3)
+        code = self.server.stop()
+        t.join(10 * SLOW)
+        self.assertEqual(0, code, self.server.log_tail(20))
+        self.assertIn("r", got, "the client got no answer")
+        self.assertError(got["r"], 503, "unavailable")
+
+
 class AgentsDepthConfigTests(AgentsHelpers, ServerTestCase):
     """LUAGENT_MAX_AGENT_DEPTH sets the limit; 0 turns agent calls off."""
     WORKERS = 1

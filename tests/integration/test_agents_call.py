@@ -293,6 +293,8 @@ class AgentsCallTests(AgentsHelpers, ServerTestCase):
         r = self.server.execute("parent", {"op": "call", "name": "nap", "task": {"ms": "soon"}})
         err = self.assertError(r, 422, "validation_failed")
         self.assertIn("nap", err["message"])
+        self.assertEqual("/ms", err["details"][0]["path"], err)
+        self.assertEqual(r.body["error"]["execution_id"], self.record(r.body["error"]["execution_id"])["execution_id"])
         r = self.server.execute("parent", {"op": "call", "name": "ghost", "task": {}})
         self.assertError(r, 404, "not_found")
 

@@ -39,7 +39,11 @@ return {
     elseif task.op == "deadlines" then
       return {mine = ctx.deadline_ms, child = luagent.agents.call("deadline", {})}
     elseif task.op == "misuse" then
+      local many = {}
+      for i = 1, 257 do many[i] = {"nap", {}} end
       local ok, err = pcall(luagent.agents.parallel, task.bad == "entry" and {42} or
+                                                    task.bad == "many" and many or
+                                                    task.bad == "list" and "nap" or
                                                     task.bad == "name" and {{7, {}}} or
                                                     task.bad == "fn" and {{"nap", {f = print}}} or
                                                     task.bad == "ctx" and {{"nap", {}, "x"}} or {{"nap"}})
@@ -267,12 +271,16 @@ class AgentsCallTests(AgentsHelpers, ServerTestCase):
                  "name": "(entry 1): the agent name must be a string, got a number",
                  "fn": "(entry 1): the task cannot encode function at /f",
                  "ctx": "(entry 1): the context must be a table, got a string",
-                 "nil": "(entry 1): the task is nil"}
+                 "nil": "(entry 1): the task is nil",
+                 "many": ": at most 256 agents at once, got 257",
+                 "list": ": expected a list of {name, task[, ctx]} entries, got a string"}
         for bad, want in cases.items():
             with self.subTest(bad=bad):
                 body = self.run_parent({"op": "misuse", "bad": bad})
                 self.assertFalse(body["result"]["ok"])
-                self.assertIn("luagent.agents.parallel " + want, body["result"]["err"])
+                self.assertIn("luagent.agents.parallel" + (" " if want[0] == "(" else "") + want,
+                              body["result"]["err"])
+                self.assertEqual([], self.children(body["execution_id"]), "a child started anyway")
 
     # ---- errors ----------------------------------------------------------------------------
     def test_child_error_raises_in_the_parent_and_pcall_catches_it(self):

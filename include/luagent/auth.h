@@ -62,6 +62,8 @@ int lg_keys_create(const lg_config_t *cfg, const char *name, lg_role_t role, int
 int lg_keys_agents_valid(const char *list);
 /** May this caller run `agent` (its key's allow-list)? */
 int lg_principal_may_run(const lg_principal_t *p, const char *agent, size_t len);
+/** The same for an allow-list on its own ("" allows every agent). */
+int lg_agents_allowed(const char *list, const char *agent, size_t len);
 /* The same in steps, for a worker (the admin routes), which must not block: make the key, write it
  * to Postgres itself (LG_KEYS_INSERT_SQL with lg_keys_insert_params, on its pool), then
  * lg_keys_keep (the file store's one-line append, and this process's table; frees nk). */

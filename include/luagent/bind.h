@@ -11,7 +11,7 @@
 
 #include <lua.h>
 
-/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, db, ai, redis. It
+/** Push the `luagent` table: sleep, now, uuid, log, json, crypto, http, cache, db, ai, redis, agents. It
  *  also leaves the result-cache wrapper factory in the registry under LG_CACHE_WRAP_KEY. */
 void lg_bind_open(lua_State *L);
 /** print(...) for agents: one info log line with the arguments joined by tabs. */
@@ -43,5 +43,7 @@ void lg_bind_open_db(lua_State *L);
 void lg_bind_open_crypto(lua_State *L);
 /** Push `luagent.redis` (call). */
 void lg_bind_open_redis(lua_State *L);
+/** Push `luagent.agents` (call, parallel): child executions on this worker (src/bind/agents.c). */
+void lg_bind_open_agents(lua_State *L);
 
 #endif

@@ -59,6 +59,7 @@ typedef struct lg_config {
     int drain_delay_ms;              /* LUAGENT_DRAIN_DELAY_MS: after SIGTERM, /ready answers 503 while
                                         the listeners still accept, this long, before draining (0) */
     unsigned generation;             /* not a variable: how many SIGHUP reloads made this one (0 at start) */
+    int max_agent_depth;             /* LUAGENT_MAX_AGENT_DEPTH: how deep luagent.agents calls may nest (8) */
     unsigned long long env_set;      /* bit i: variable i of the table was set by the environment or .env */
 } lg_config_t;
 

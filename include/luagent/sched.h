@@ -12,6 +12,12 @@
  * Every path ends in on_done exactly once: success, agent error, deadline (the pending operation's
  * cleanup runs first), memory limit, or lg_exec_cancel() (client gone, drain). After on_done the
  * owner must forget e.
+ *
+ * Child executions (luagent.agents, src/bind/agents.c) are executions like any other, started by a
+ * running one: their owner is the waiting parent's pending operation, depth = parent's + 1,
+ * deadline_cap_ms = the parent's deadline, parent_id = the parent's id. The parent's pending
+ * operation cleanup cancels the children still running, so a parent that ends (any way) takes its
+ * children with it.
  */
 #ifndef LUAGENT_SCHED_H
 #define LUAGENT_SCHED_H
@@ -20,6 +26,7 @@
 
 #include <lua.h>
 
+#include "luagent/auth.h"
 #include "luagent/buf.h"
 #include "luagent/config.h"
 #include "luagent/ids.h"
@@ -86,6 +93,10 @@ struct lg_exec {
     enum { LG_CACHE_NONE = 0, LG_CACHE_MISS, LG_CACHE_HIT } cache; /* the result cache's answer */
     int user_role;              /* the caller's role (auth.h lg_role_t), 0 when auth is off */
     unsigned nevents, events_dropped;
+    int depth;                  /* 0: started by a request or a job; a child: its parent's + 1 */
+    uint64_t deadline_cap_ms;   /* monotonic ms; non-zero: lg_exec_launch ends the deadline here at the
+                                   latest (a child's parent's deadline) */
+    int deadline_inherited;     /* the cap was the tighter one: a timeout is the parent's deadline */
     /* --- not cleared when the struct is recycled (lg_exec_new resets what it must) --- */
     char id[LG_UUID_LEN + 1];   /* set by lg_exec_launch unless the owner set it before */
     char version[LG_VERSION_LEN + 1];
@@ -93,6 +104,8 @@ struct lg_exec {
     char request_id[72];
     char parent_id[LG_UUID_LEN + 1];
     char user_id[40];           /* the caller: an API key's id ("" when auth is off) */
+    char agents_allow[LG_KEY_AGENTS_MAX]; /* the caller's agent allow-list (auth.h), "" for every agent:
+                                   children (luagent.agents) are held to it too */
     lg_buf_t rec;               /* "task":…,"context":… encoded at launch (recording only) */
     lg_buf_t events;            /* the task history so far: event objects joined by commas */
 };
@@ -147,7 +160,7 @@ void lg_exec_discard(lg_exec_t *e);
 struct lg_schema_report;
 typedef enum { LG_LAUNCH_OK = 0, LG_LAUNCH_NO_AGENT, LG_LAUNCH_INVALID } lg_launch_status_t;
 /** Start the agent `name` on e->co, whose stack holds exactly [task, context-or-nil].
- *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS.
+ *  timeout_ms 0: the agent's own, else LUAGENT_EXEC_TIMEOUT_MS; never past e->deadline_cap_ms when set.
  *  LG_LAUNCH_INVALID: the task fails the agent's `input` schema; nothing started, e->co is left as
  *  it was and `invalid` (may be NULL) has the failures (lg_schema_check). On any status but OK
  *  the caller still owns e. */

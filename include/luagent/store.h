@@ -32,6 +32,7 @@ typedef struct lg_rec {
     char id[LG_UUID_LEN + 1];
     char agent[128];
     uint64_t id_hash;    /* lg_rec_id_hash(id): the history's hash key */
+    char parent_id[LG_UUID_LEN + 1]; /* "" when it was started by a request or a job */
     lg_rec_status_t status;
     uint64_t created_ms;
     size_t head_len; /* json[0..head_len) + '}' is the record without "events" */
@@ -94,6 +95,7 @@ typedef struct lg_history_query {
     size_t agent_len;
     int status;        /* lg_rec_status_t, or -1: any */
     uint64_t since_ms; /* created at or after (0: any) */
+    const char *parent_id; /* children of this execution (luagent.agents) only (NULL: any) */
     const char *cursor; /* exclusive upper bound on execution_id (NULL: from the newest) */
     int limit;         /* 1..500 */
 } lg_history_query_t;

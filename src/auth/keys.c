@@ -370,9 +370,14 @@ int lg_keys_agents_valid(const char *list)
 
 int lg_principal_may_run(const lg_principal_t *p, const char *agent, size_t len)
 {
-    if (p->agents[0] == '\0')
+    return lg_agents_allowed(p->agents, agent, len);
+}
+
+int lg_agents_allowed(const char *list, const char *agent, size_t len)
+{
+    if (list[0] == '\0')
         return 1;
-    for (const char *a = p->agents; *a;) {
+    for (const char *a = list; *a;) {
         size_t n = strcspn(a, ",");
         if (n == len && memcmp(a, agent, len) == 0)
             return 1;

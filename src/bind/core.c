@@ -178,6 +178,8 @@ void lg_bind_open(lua_State *L)
     lua_setfield(L, -2, "ai");
     lg_bind_open_redis(L);
     lua_setfield(L, -2, "redis");
+    lg_bind_open_agents(L);
+    lua_setfield(L, -2, "agents");
     lg_bind_push_cache_wrap(L); /* kept for agents with cache_ttl (agents.c) */
     lua_setfield(L, LUA_REGISTRYINDEX, LG_CACHE_WRAP_KEY);
 }

@@ -418,6 +418,7 @@ static const var_t VARS[] = {
     {"LUAGENT_SESSION_TTL_S", K_INT, F(session_ttl_s), 1, 31536000, NULL, NULL},
     {"LUAGENT_JOB_CONCURRENCY", K_INT, F(job_concurrency), 1, 10000, NULL, NULL},
     {"LUAGENT_JOB_CLAIM_MS", K_INT, F(job_claim_ms), 100, 86400000, NULL, NULL},
+    {"LUAGENT_MAX_AGENT_DEPTH", K_INT, F(max_agent_depth), 0, 64, NULL, NULL},
     {"LUAGENT_LOG_FILE", K_STR, F(log_file), 0, 0, NULL, NULL},
     {"LUAGENT_WATCH", K_ONOFF, F(watch), 0, 0, NULL, NULL},
     {"LUAGENT_DRAIN_DELAY_MS", K_INT, F(drain_delay_ms), 0, 3600000, NULL, NULL},
@@ -848,6 +849,7 @@ int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t 
     cfg->job_concurrency = 16;
     cfg->job_claim_ms = 30000;
     cfg->watch = 1;
+    cfg->max_agent_depth = 8;
     if (!(cfg->listen_host = strdup("0.0.0.0")))
         goto out_of_memory;
     for (size_t i = 0; i < NVARS; i++) {

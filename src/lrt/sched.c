@@ -251,6 +251,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
         rt->nfree_execs--;
         memset(e, 0, offsetof(lg_exec_t, id));
         e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = e->parent_id[0] = e->user_id[0] = '\0';
+        e->agents_allow[0] = '\0';
         lg_buf_reset(&e->rec);
         lg_buf_reset(&e->events);
     } else if ((e = calloc(1, sizeof(*e))) == NULL) {
@@ -328,11 +329,15 @@ lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen
     }
     if (timeout_ms <= 0)
         timeout_ms = agent_timeout > 0 ? agent_timeout : rt->cfg->exec_timeout_ms;
-    e->timeout_ms = timeout_ms;
     if (e->id[0] == '\0')
         lg_uuid7(e->id);
     e->start_ns = lg_now_mono_ns();
     uint64_t now_ms = e->start_ns / 1000000u;
+    if (e->deadline_cap_ms != 0 && e->deadline_cap_ms < now_ms + (uint64_t)timeout_ms) {
+        timeout_ms = e->deadline_cap_ms > now_ms ? (int)(e->deadline_cap_ms - now_ms) : 0;
+        e->deadline_inherited = 1;
+    }
+    e->timeout_ms = timeout_ms;
     e->budget.deadline_ms = now_ms + (uint64_t)timeout_ms;
     e->budget.mem_limit = (size_t)rt->cfg->memory_limit_mb << 20;
     e->started_ms = lg_now_epoch_ms();

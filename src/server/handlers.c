@@ -396,6 +396,8 @@ static void submit_async(h2o_req_t *req, lg_exec_t *e, const char *name, size_t 
     lg_buf_printf(&job, ",\"created_ms\":%llu,\"user_role\":%d,\"user_id\":", (unsigned long long)e->created_ms,
                   e->user_role);
     lg_buf_json_str(&job, e->user_id, strlen(e->user_id));
+    lg_buf_lit(&job, ",\"agents_allow\":");
+    lg_buf_json_str(&job, e->agents_allow, strlen(e->agents_allow));
     lg_buf_lit(&job, ",\"callback_url\":");
     if (callback_url[0] != '\0')
         lg_buf_json_str(&job, callback_url, strlen(callback_url));
@@ -585,6 +587,7 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     if (who->role != LG_ROLE_NONE) {
         s.e->user_role = (int)who->role;
         memcpy(s.e->user_id, who->id, sizeof(s.e->user_id));
+        memcpy(s.e->agents_allow, who->agents, sizeof(s.e->agents_allow)); /* children are held to it */
     }
     if (err == NULL && s.e->recording)
         lg_record_begin_text(s.e, req->entity.base, spans);

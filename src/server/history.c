@@ -125,7 +125,7 @@ static int uuid_like(const char *s, size_t n)
 static const char LIST_SQL[] = "SELECT " RECORD_JSON ")::text, id FROM executions"
                                " WHERE ($1::text IS NULL OR agent = $1) AND ($2::text IS NULL OR status = $2)"
                                " AND ($3::timestamptz IS NULL OR created_at >= $3) AND ($4::uuid IS NULL OR id < $4)"
-                               " ORDER BY id DESC LIMIT $5";
+                               " AND ($6::uuid IS NULL OR parent_id = $6) ORDER BY id DESC LIMIT $5";
 static const char GET_SQL[] =
     "SELECT (" RECORD_JSON ", 'events', COALESCE((SELECT json_agg(json_build_object('seq', seq, 'type', type, 'at', "
     TS("at") ", 'data', data) ORDER BY seq) FROM execution_events WHERE execution_id = x.id), '[]'::json)))::text,"
@@ -137,7 +137,7 @@ typedef struct pg_wait {
     uint64_t start_ns;
     char request_id[72];
     lg_history_query_t hq; /* list: the query, for the memory fallback */
-    char agent[LG_AGENT_NAME_MAX + 2], cursor[48];
+    char agent[LG_AGENT_NAME_MAX + 2], cursor[48], parent[48];
     char id[LG_UUID_LEN + 1]; /* one: the id */
 } pg_wait_t;
 
@@ -208,6 +208,10 @@ static int list_from_pg(h2o_req_t *req, lg_pg_t *pg, const lg_history_query_t *q
         memcpy(w->cursor, q->cursor, strlen(q->cursor) + 1);
         w->hq.cursor = w->cursor;
     }
+    if (q->parent_id != NULL) {
+        memcpy(w->parent, q->parent_id, strlen(q->parent_id) + 1);
+        w->hq.parent_id = w->parent;
+    }
     char since[40] = "", limit[16];
     if (q->since_ms > 0) {
         lg_buf_t t = {0};
@@ -216,10 +220,10 @@ static int list_from_pg(h2o_req_t *req, lg_pg_t *pg, const lg_history_query_t *q
         lg_buf_free(&t);
     }
     snprintf(limit, sizeof(limit), "%d", q->limit + 1);
-    const char *params[5] = {w->hq.agent, q->status >= 0 ? lg_rec_status_name(q->status) : NULL,
-                             since[0] ? since : NULL, w->hq.cursor, limit};
+    const char *params[6] = {w->hq.agent, q->status >= 0 ? lg_rec_status_name(q->status) : NULL,
+                             since[0] ? since : NULL, w->hq.cursor, limit, w->hq.parent_id};
     const char *err;
-    if ((w->q = lg_pg_query(pg, LIST_SQL, 5, params, NULL, NULL, on_list, w, &err)) == NULL)
+    if ((w->q = lg_pg_query(pg, LIST_SQL, 6, params, NULL, NULL, on_list, w, &err)) == NULL)
         on_list(w, NULL, err, NULL);
     return 0;
 }
@@ -263,7 +267,7 @@ static void on_one(void *data, PGresult *res, const char *err, const char *sqlst
 /* GET /api/v1/executions */
 int lg_history_list_route(h2o_req_t *req, const char *request_id, lg_buf_t *b)
 {
-    char agent[LG_AGENT_NAME_MAX + 2], status[16], since[64], limit[16], cursor[48];
+    char agent[LG_AGENT_NAME_MAX + 2], status[16], since[64], limit[16], cursor[48], parent[48];
     lg_history_query_t q = {.status = -1, .limit = 50};
     const char *bad = NULL;
     int n;
@@ -290,6 +294,13 @@ int lg_history_list_route(h2o_req_t *req, const char *request_id, lg_buf_t *b)
         if (n < 0 || !uuid_like(cursor, (size_t)n))
             bad = "cursor: the next_cursor of a previous page";
         q.cursor = cursor;
+    }
+    if ((n = query_param(req, "parent_id", parent, sizeof(parent))) != -1) {
+        if (n < 0 || !uuid_like(parent, (size_t)n))
+            bad = "parent_id: an execution id";
+        for (int i = 0; i < n; i++) /* ids are stored in lower case */
+            parent[i] = (char)(parent[i] >= 'A' && parent[i] <= 'F' ? parent[i] + 32 : parent[i]);
+        q.parent_id = parent;
     }
     if (bad != NULL) {
         lg_reply_error(req, 400, "invalid_request", bad, request_id);

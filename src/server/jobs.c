@@ -339,6 +339,8 @@ static int job_decode(lg_exec_t *e, const char *json, size_t len, char *name, si
     size_t ulen2;
     const char *uid = str_field(co, 1, "user_id", &ulen2);
     snprintf(e->user_id, sizeof(e->user_id), "%s", uid && ulen2 < sizeof(e->user_id) ? uid : "");
+    const char *allow = str_field(co, 1, "agents_allow", &ulen2); /* the submitter's key's allow-list */
+    snprintf(e->agents_allow, sizeof(e->agents_allow), "%s", allow && ulen2 < sizeof(e->agents_allow) ? allow : "");
     lua_getfield(co, 1, "task");
     lua_getfield(co, 1, "context");
     if (lg_json_is_null(co, -1)) {

@@ -35,6 +35,7 @@ typedef struct agent_err {
     const char *code, *msg, *provider;
     size_t mlen;
     int provider_status;
+    int details; /* stack index of a `details` list (a child's validation_failed), 0 when none */
 } agent_err_t;
 
 static void agent_error(lua_State *co, agent_err_t *a)
@@ -58,6 +59,8 @@ static void agent_error(lua_State *co, agent_err_t *a)
             a->provider = lua_tostring(co, -1);
         lua_getfield(co, err, "provider_status");
         a->provider_status = lua_isnumber(co, -1) ? (int)lua_tonumber(co, -1) : 0;
+        lua_getfield(co, err, "details");
+        a->details = lua_istable(co, -1) ? lua_gettop(co) : 0;
     } else if (lua_type(co, err) == LUA_TSTRING || lua_type(co, err) == LUA_TNUMBER) {
         a->msg = lua_tolstring(co, err, &a->mlen);
     }
@@ -112,7 +115,11 @@ int lg_outcome_json(lg_exec_t *e, int client_gone, lg_buf_t *b, const char *requ
         break;
     case LG_END_TIMEOUT:
         status = 504, code = "timeout";
-        snprintf(msg, sizeof(msg), "the execution exceeded its deadline of %d ms", e->timeout_ms);
+        if (e->deadline_inherited)
+            snprintf(msg, sizeof(msg), "the execution reached its parent execution's deadline (%d ms after it started)",
+                     e->timeout_ms);
+        else
+            snprintf(msg, sizeof(msg), "the execution exceeded its deadline of %d ms", e->timeout_ms);
         m = msg, mlen = strlen(msg);
         break;
     case LG_END_MEMORY:
@@ -138,6 +145,15 @@ int lg_outcome_json(lg_exec_t *e, int client_gone, lg_buf_t *b, const char *requ
             lg_buf_json_str(b, aerr.provider, strlen(aerr.provider));
             if (aerr.provider_status)
                 lg_buf_printf(b, ",\"provider_status\":%d", aerr.provider_status);
+            lg_buf_lit(b, "}}");
+        }
+        if (aerr.details != 0) { /* ... "details": [...] kept (422 from luagent.agents.call) */
+            size_t mark = b->len - 2;
+            lg_json_error_t jerr;
+            b->len = mark;
+            lg_buf_lit(b, ",\"details\":");
+            if (lg_json_encode(e->co, aerr.details, b, 8, &jerr) != LG_JSON_OK)
+                b->len = mark;
             lg_buf_lit(b, "}}");
         }
     }

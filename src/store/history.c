@@ -144,6 +144,8 @@ void lg_history_list(const lg_history_query_t *q, lg_buf_t *out)
             continue;
         if (r->created_ms < q->since_ms)
             continue;
+        if (q->parent_id != NULL && strcmp(r->parent_id, q->parent_id) != 0)
+            continue;
         if (q->cursor != NULL && strcmp(r->id, q->cursor) >= 0)
             continue;
         match[n++] = r;

@@ -222,6 +222,7 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
     memcpy(r->id, e->id, sizeof(r->id));
     memcpy(r->agent, e->agent, sizeof(r->agent));
     r->id_hash = lg_rec_id_hash(r->id, strlen(r->id));
+    memcpy(r->parent_id, e->parent_id, sizeof(r->parent_id));
     r->status = st;
     r->created_ms = e->created_ms;
     r->len = b.len - H;

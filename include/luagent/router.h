@@ -20,6 +20,8 @@ typedef enum {
     LG_ROUTE_EXECUTION,     /* GET  /api/v1/executions/{id} (id in `name`) */
     LG_ROUTE_KEYS,          /* GET, POST /api/v1/keys (admin) */
     LG_ROUTE_KEY,           /* DELETE /api/v1/keys/{id} (admin; id in `name`) */
+    LG_ROUTE_OPENAPI,       /* GET  /openapi.json (public) */
+    LG_ROUTE_DOCS,          /* GET  /docs (public) */
 } lg_route_id_t;
 
 typedef struct lg_route {

@@ -19,6 +19,7 @@
 #include "luagent/json.h"
 #include "luagent/kv.h"
 #include "luagent/log.h"
+#include "luagent/openapi.h"
 #include "luagent/pg.h"
 #include "luagent/redis.h"
 #include "luagent/registry.h"
@@ -654,6 +655,8 @@ static lg_role_t route_role(lg_route_id_t id)
     case LG_ROUTE_HEALTH:
     case LG_ROUTE_READY:
     case LG_ROUTE_INFO:
+    case LG_ROUTE_OPENAPI:
+    case LG_ROUTE_DOCS:
     case LG_ROUTE_NOT_FOUND:
         return LG_ROLE_NONE;
     case LG_ROUTE_AGENTS:
@@ -670,6 +673,8 @@ static lg_role_t route_role(lg_route_id_t id)
     }
     return LG_ROLE_ADMIN;
 }
+
+lg_role_t lg_route_role(lg_route_id_t id) { return route_role(id); }
 
 static int credential(h2o_req_t *req, const char **s, size_t *n)
 {
@@ -879,6 +884,10 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
     case LG_ROUTE_KEY:
         status = lg_keys_route(req, route, request_id, b);
         status = status < 0 ? 0 : status;
+        break;
+    case LG_ROUTE_OPENAPI:
+    case LG_ROUTE_DOCS:
+        status = lg_openapi_route(req, route, request_id);
         break;
     default:
         break;

@@ -23,6 +23,8 @@ typedef enum {
     LG_ROUTE_OAI_CHAT,      /* POST /v1/chat/completions (the OpenAI-compatible face) */
     LG_ROUTE_OAI_MODELS,    /* GET  /v1/models */
     LG_ROUTE_OAI_MODEL,     /* GET  /v1/models/{id} (id in `name`, not checked: any id is a 404 model_not_found) */
+    LG_ROUTE_OPENAPI,       /* GET  /openapi.json (public) */
+    LG_ROUTE_DOCS,          /* GET  /docs (public) */
 } lg_route_id_t;
 
 typedef struct lg_route {

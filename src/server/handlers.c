@@ -21,6 +21,7 @@
 #include "luagent/json.h"
 #include "luagent/kv.h"
 #include "luagent/log.h"
+#include "luagent/openapi.h"
 #include "luagent/pg.h"
 #include "luagent/redis.h"
 #include "luagent/registry.h"
@@ -702,6 +703,8 @@ static lg_role_t route_role(lg_route_id_t id)
     case LG_ROUTE_HEALTH:
     case LG_ROUTE_READY:
     case LG_ROUTE_INFO:
+    case LG_ROUTE_OPENAPI:
+    case LG_ROUTE_DOCS:
     case LG_ROUTE_NOT_FOUND:
         return LG_ROLE_NONE;
     case LG_ROUTE_AGENTS:
@@ -721,6 +724,8 @@ static lg_role_t route_role(lg_route_id_t id)
     }
     return LG_ROLE_ADMIN;
 }
+
+lg_role_t lg_route_role(lg_route_id_t id) { return route_role(id); }
 
 static int credential(h2o_req_t *req, const char **s, size_t *n)
 {
@@ -933,6 +938,10 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
     case LG_ROUTE_OAI_MODELS:
     case LG_ROUTE_OAI_MODEL:
         status = lg_openai_models_route(req, route, who, request_id, b);
+        break;
+    case LG_ROUTE_OPENAPI:
+    case LG_ROUTE_DOCS:
+        status = lg_openapi_route(req, route, request_id);
         break;
     default:
         break;

@@ -53,6 +53,10 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_READY, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/info"))
         return set(r, LG_ROUTE_INFO, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/openapi.json"))
+        return set(r, LG_ROUTE_OPENAPI, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/docs"))
+        return set(r, LG_ROUTE_DOCS, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/api/v1/agent/execute"))
         return set(r, LG_ROUTE_EXECUTE, "POST", method, mlen);
     if (eq(path, plen, "/api/v1/agents"))

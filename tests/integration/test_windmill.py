@@ -153,6 +153,7 @@ class WindmillTests(ServerTestCase):
                                                                              rec["mode"]), rec)
         self.assertEqual(2, rec["result"]["count"])
         self.assertEqual(2, len(rec["result"]["summaries"]))
+        self.assertEqual(set(self.record(rec["execution_id"])), set(rec), "the record as GET shows it")
         self.assertGreater(epoch(rec["finished_at"]), returned, "the script waited for the run to end")
         self.assertGreaterEqual(event["t"] + 0.002, epoch(rec["finished_at"]))
 

@@ -20,6 +20,7 @@ typedef enum {
     LG_ROUTE_EXECUTION,     /* GET  /api/v1/executions/{id} (id in `name`) */
     LG_ROUTE_KEYS,          /* GET, POST /api/v1/keys (admin) */
     LG_ROUTE_KEY,           /* DELETE /api/v1/keys/{id} (admin; id in `name`) */
+    LG_ROUTE_STATS,         /* GET  /api/v1/stats?window= (viewer) */
 } lg_route_id_t;
 
 typedef struct lg_route {

@@ -14,6 +14,7 @@ LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit
 LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl nghttp2-client openssl procps postgresql-15
                    postgresql-client-15 redis-server clang libclang-rt-14-dev)
 command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
+LUAGENT_TEST_PKGS+=(chromium)   # tests/browser: the dashboard driven by playwright-core
 
 luagent_install() {
   local missing=() p

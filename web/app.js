@@ -76,7 +76,7 @@ async function agentsView(name, signal) {
 function renderAgent(detail, a) {
   const meta = h('dl', {class: 'meta'},
     h('dt', null, 'Version'), h('dd', {class: 'mono'}, a.version || '–'),
-    h('dt', null, 'Timeout'), h('dd', null, fmtMs(a.timeout_ms)),
+    h('dt', null, 'Timeout'), h('dd', null, a.timeout_ms > 0 ? fmtMs(a.timeout_ms) : 'server default'),
     h('dt', null, 'File'), h('dd', {class: 'mono'}, a.file || '–'),
     h('dt', null, 'Updated'), h('dd', null, a.updated_at_ms ? new Date(a.updated_at_ms).toLocaleString() : '–'));
   const err = a.error ? h('div', {class: 'error', id: 'load-error'}, `Load error: ${a.error}`) : null;

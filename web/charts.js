@@ -36,11 +36,11 @@ function frame(title, ymax, yfmt, xs, step) {
     g.appendChild(s('text', {x: PAD.l - 6, y: y + 4, 'text-anchor': 'end'}, yfmt((ymax * i) / 4)));
   }
   const n = xs.length;
-  for (const i of [0, Math.floor(n / 2), n - 1]) {
-    if (i < 0 || i >= n) continue;
-    const x = PAD.l + ((W - PAD.l - PAD.r) * (i + 0.5)) / n;
-    g.appendChild(s('text', {x, y: H - 8, 'text-anchor': 'middle'}, timeLabel(xs[i], step)));
-  }
+  [[0, 'start'], [Math.floor(n / 2), 'middle'], [n - 1, 'end']].forEach(([i, anchor]) => {
+    if (i < 0 || i >= n) return;
+    const x = anchor === 'start' ? PAD.l : anchor === 'end' ? W - PAD.r : PAD.l + ((W - PAD.l - PAD.r) * (i + 0.5)) / n;
+    g.appendChild(s('text', {x, y: H - 8, 'text-anchor': anchor}, timeLabel(xs[i], step)));
+  });
   return s('svg', {viewBox: `0 0 ${W} ${H}`, class: 'chart', role: 'img', 'aria-label': title},
     s('title', null, title), g);
 }

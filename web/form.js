@@ -39,7 +39,7 @@ function field(name, schema, required) {
       return v;
     };
   } else if (t === 'string') {
-    const long = !(schema.maxLength <= 200);
+    const long = schema.maxLength > 200; // long texts get a textarea
     input = long
       ? h('textarea', {id, name, rows: 4, maxlength: schema.maxLength})
       : h('input', {id, name, type: 'text', maxlength: schema.maxLength});

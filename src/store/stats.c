@@ -160,7 +160,8 @@ void lg_stats_json(const lg_stats_window_t *w, uint64_t from_ms, uint64_t to_ms,
         if (rows[i].count > 0)
             rows[keep++] = rows[i];
     n = keep;
-    qsort(rows, n, sizeof(*rows), row_cmp);
+    if (n > 1)
+        qsort(rows, n, sizeof(*rows), row_cmp);
     lg_buf_printf(out, "{\"window\":\"%s\",\"bucket_ms\":%llu,\"from\":", w->name, (unsigned long long)w->bucket_ms);
     lg_buf_iso8601(out, from_ms);
     lg_buf_lit(out, ",\"to\":");

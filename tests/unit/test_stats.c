@@ -77,6 +77,12 @@ static void test_empty(void **state)
 {
     lg_stats_row_t *rows;
     assert_int_equal(lg_stats_group(NULL, 0, 60000, &rows), 0);
+    lg_stats_window_t w0;
+    lg_stats_window_parse("1h", 2, &w0);
+    lg_buf_t b0 = {0};
+    lg_stats_json(&w0, 0, 3600000, "memory", rows, 0, &b0); /* the memory path with no executions */
+    assert_non_null(strstr(b0.data, "\"total\":{\"count\":0,"));
+    lg_buf_free(&b0);
     /* Postgres's grand total over no rows: count 0, percentiles NULL */
     lg_stats_row_t pg[] = {{NULL, 0, -1, 0, 0, 0, 0, 0, 0}};
     lg_stats_window_t w;

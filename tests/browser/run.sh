@@ -54,7 +54,16 @@ if ! curl -fs "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
   echo "tests/browser: the server did not start:"; tail -20 "$work/server.log"; echo "0 passed, 1 failed"; exit 1
 fi
 cd "$HERE"
-BASE_URL="http://127.0.0.1:$port" API_KEY=$key node dashboard.mjs
+out=$(BASE_URL="http://127.0.0.1:$port" API_KEY=$key node dashboard.mjs)
 rc=$?
-if [ "$rc" = 1 ]; then echo "tests/browser: server log:"; tail -20 "$work/server.log"; fi
-exit $rc
+echo "$out" | grep -vE '^[0-9]+ passed, [0-9]+ failed$'
+[ "$rc" = 77 ] && exit 77
+line=$(echo "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -1)
+p=$(echo "${line:-0 passed, 1 failed}" | awk '{print $1}') f=$(echo "${line:-0 passed, 1 failed}" | awk '{print $3}')
+# the server must stop cleanly on SIGTERM (under ASan: no leak report, exit 0)
+kill -TERM "$pid"; wait "$pid"; src=$?; pid=
+if [ "$src" = 0 ]; then p=$((p + 1)); echo "ok - the server exits 0 on SIGTERM"
+else f=$((f + 1)); echo "not ok - the server exited $src on SIGTERM"; fi
+if [ "$f" != 0 ]; then echo "tests/browser: server log:"; tail -20 "$work/server.log"; fi
+echo "$p passed, $f failed"
+[ "$f" = 0 ]

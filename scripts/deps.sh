@@ -17,6 +17,7 @@ command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(n
 # tests/integration: `docker-compose config` (Debian's v1, test_deploy.py) and PyYAML (the k8s manifests,
 # and the Windmill flows in test_windmill.py).
 LUAGENT_TEST_PKGS+=(docker-compose python3-yaml)
+LUAGENT_TEST_PKGS+=(chromium)   # tests/browser: the dashboard driven by playwright-core
 
 luagent_install() {
   local missing=() p

@@ -7,6 +7,7 @@
 
 #include "luagent/agents.h"
 #include "luagent/auth.h"
+#include "luagent/authoring.h"
 #include "luagent/bind.h"
 #include "luagent/config.h"
 #include "luagent/json.h"
@@ -23,6 +24,8 @@ static void usage(FILE *out)
                  "  serve                                  serve the REST API (the default)\n"
                  "  run AGENT --task JSON [--context JSON] execute an agent once and print its result\n"
                  "  check [DIR]                            load and validate every agent (exit 1 on errors)\n"
+                 "  new NAME                               write a new agent and its spec from a template\n"
+                 "  test [DIR] [busted options]            run agent specs (default: spec/) offline: mock AI, fake HTTP\n"
                  "  config                                 print the effective settings (secrets redacted)\n"
                  "  config set NAME VALUE | unset NAME     run-time settings in the database (secrets encrypted)\n"
                  "  config rotate-key                      re-encrypt them for LUAGENT_NEW_SECRET_KEY\n"
@@ -345,6 +348,10 @@ int main(int argc, char **argv)
     }
     else if (strcmp(cmd, "check") == 0)
         rc = cmd_check(&cfg, argc > 2 ? argv[2] : cfg.agents_dir);
+    else if (strcmp(cmd, "new") == 0)
+        rc = lg_cmd_new(&cfg, argc - 2, argv + 2);
+    else if (strcmp(cmd, "test") == 0)
+        rc = lg_cmd_test(&cfg, argc - 2, argv + 2);
     else if (strcmp(cmd, "keys") == 0)
         rc = cmd_keys(&cfg, argc - 2, argv + 2);
     else if (strcmp(cmd, "migrate") == 0)

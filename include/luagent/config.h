@@ -23,6 +23,7 @@ typedef struct lg_config {
     int workers;            /* LUAGENT_WORKERS (default: online CPUs) */
     char *agents_dir;       /* LUAGENT_AGENTS_DIR ("agents") */
     char *providers_dir;    /* LUAGENT_PROVIDERS_DIR ("providers") */
+    char *web_dir;          /* LUAGENT_WEB_DIR ("web"): the dashboard's static files, served at / */
     int exec_timeout_ms;    /* LUAGENT_EXEC_TIMEOUT_MS (60000) */
     size_t max_body_bytes;  /* LUAGENT_MAX_BODY_BYTES (1048576) */
     lg_log_level_t log_level;    /* LUAGENT_LOG_LEVEL (info) */

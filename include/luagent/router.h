@@ -25,6 +25,7 @@ typedef enum {
     LG_ROUTE_OAI_MODEL,     /* GET  /v1/models/{id} (id in `name`, not checked: any id is a 404 model_not_found) */
     LG_ROUTE_OPENAPI,       /* GET  /openapi.json (public) */
     LG_ROUTE_DOCS,          /* GET  /docs (public) */
+    LG_ROUTE_STATS,         /* GET  /api/v1/stats?window= (viewer) */
 } lg_route_id_t;
 
 typedef struct lg_route {

@@ -52,8 +52,22 @@ typedef struct lg_server {
 
 int lg_server_run(const lg_config_t *cfg);
 
-/** Register the request handler on a host configuration (handlers.c). */
-void lg_handlers_register(h2o_hostconf_t *hostconf);
+/** Register the request handler on a host configuration (handlers.c): on its "/" path, which it
+ *  returns (the dashboard's handlers follow it there, static.c). */
+h2o_pathconf_t *lg_handlers_register(h2o_hostconf_t *hostconf);
+
+/* ---- the dashboard's static files (static.c) ---- */
+
+/** Register, after the API handler on `pathconf`, h2o's file handler for `web_dir` (skipped with a
+ *  log line when it is not a directory) and a last handler that answers 404 not_found in JSON. */
+void lg_static_register(h2o_pathconf_t *pathconf, const char *web_dir);
+/** For a request that matched no route: 1 when it is the static files' to answer (GET or HEAD,
+ *  outside /api/ and /v1/; their security and cache headers are added), else 0. */
+int lg_static_claims(h2o_req_t *req);
+
+/** GET /api/v1/stats?window= (stats.c): executions and latency percentiles per agent over time;
+ *  the history routes' return convention. */
+int lg_stats_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
 /** Register the health listener's handler (LUAGENT_HEALTH_LISTEN, handlers.c): it answers /health,
  *  /ready (and /metrics once it exists) without authentication, 405 for other methods there, and
  *  404 not_found for every other path. */
@@ -65,6 +79,9 @@ void lg_handlers_register_health(h2o_hostconf_t *hostconf);
 struct lg_route;
 int lg_history_list_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
 int lg_history_get_route(h2o_req_t *req, const struct lg_route *route, const char *request_id, lg_buf_t *b);
+/** The query parameter `name`, percent-decoded into out (NUL-terminated): its length, -1 when absent,
+ *  -2 when too long or badly encoded (history.c). */
+int lg_query_param(h2o_req_t *req, const char *name, char *out, size_t cap);
 
 /** The admin routes for API keys (admin.c): GET/POST /api/v1/keys, DELETE /api/v1/keys/{id}; same
  *  return convention (the status answered, or -1 when the answer comes later). */

@@ -35,6 +35,7 @@ typedef struct lg_rec {
     char parent_id[LG_UUID_LEN + 1]; /* "" when it was started by a request or a job */
     lg_rec_status_t status;
     uint64_t created_ms;
+    double duration_ms; /* finished records: how long it ran (0 before) */
     size_t head_len; /* json[0..head_len) + '}' is the record without "events" */
     size_t len;
     char json[];
@@ -102,6 +103,10 @@ typedef struct lg_history_query {
 
 /** Append {"items":[...],"next_cursor":...} (newest first, items without events). */
 void lg_history_list(const lg_history_query_t *q, lg_buf_t *out);
+/** The finished records (succeeded or failed) created at or after since_ms, for the dashboard's
+ *  statistics (stats.h): *out is a malloc'ed array of *n references, each released with
+ *  lg_rec_unref and the array with free. */
+void lg_history_finished_since(uint64_t since_ms, lg_rec_t ***out, size_t *n);
 
 /* ---- the Postgres recorder: one per worker runtime (src/store/recorder.c) ----
  * Records are written in batches (one statement each, one batch in flight), as upserts keyed by

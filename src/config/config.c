@@ -384,6 +384,7 @@ static const var_t VARS[] = {
     {"LUAGENT_WORKERS", K_INT, F(workers), 1, 256, NULL, NULL},
     {"LUAGENT_AGENTS_DIR", K_STR, F(agents_dir), 0, 0, "agents", NULL},
     {"LUAGENT_PROVIDERS_DIR", K_STR, F(providers_dir), 0, 0, "providers", NULL},
+    {"LUAGENT_WEB_DIR", K_STR, F(web_dir), 0, 0, "web", NULL},
     {"LUAGENT_EXEC_TIMEOUT_MS", K_INT, F(exec_timeout_ms), 1, 86400000, NULL, NULL},
     {"LUAGENT_MAX_BODY_BYTES", K_SIZE, F(max_body_bytes), 1, 1073741824, NULL, NULL},
     {"LUAGENT_LOG_LEVEL", K_LEVEL, F(log_level), 0, 0, NULL, NULL},

@@ -713,6 +713,7 @@ static lg_role_t route_role(lg_route_id_t id)
     case LG_ROUTE_EXECUTION:
     case LG_ROUTE_OAI_MODELS:
     case LG_ROUTE_OAI_MODEL:
+    case LG_ROUTE_STATS:
         return LG_ROLE_VIEWER;
     case LG_ROUTE_AGENT_EXECUTE:
     case LG_ROUTE_EXECUTE:
@@ -923,6 +924,10 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
                                                   : lg_history_get_route(req, route, request_id, b);
         status = status < 0 ? 0 : status ? status : 200;
         break;
+    case LG_ROUTE_STATS:
+        status = lg_stats_route(req, request_id, b);
+        status = status < 0 ? 0 : status ? status : 200;
+        break;
     case LG_ROUTE_AGENT_EXECUTE:
     case LG_ROUTE_EXECUTE:
         status = on_execute(req, route, request_id, start_ns, who);
@@ -997,6 +1002,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     lg_request_id(req, request_id);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    if (route.id == LG_ROUTE_NOT_FOUND && lg_static_claims(req))
+        return -1; /* the dashboard's files: the next handlers on "/" (static.c) */
     lg_principal_t who;
     int status, limit, window, limited = 0;
     if (route.id == LG_ROUTE_NOT_FOUND) {
@@ -1037,11 +1044,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-void lg_handlers_register(h2o_hostconf_t *hostconf)
+h2o_pathconf_t *lg_handlers_register(h2o_hostconf_t *hostconf)
 {
     h2o_pathconf_t *pathconf = h2o_config_register_path(hostconf, "/", 0);
     h2o_handler_t *h = h2o_create_handler(pathconf, sizeof(*h));
     h->on_req = on_req;
+    return pathconf;
 }
 
 /* ---- the health listener (LUAGENT_HEALTH_LISTEN) ----

@@ -17,9 +17,7 @@ static int hexval(int c)
     return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
-/* The query parameter `name`, percent-decoded into out (NUL-terminated): its length, -1 when absent,
- * -2 when too long or badly encoded. */
-static int query_param(h2o_req_t *req, const char *name, char *out, size_t cap)
+int lg_query_param(h2o_req_t *req, const char *name, char *out, size_t cap)
 {
     if (req->query_at == SIZE_MAX)
         return -1;
@@ -271,31 +269,31 @@ int lg_history_list_route(h2o_req_t *req, const char *request_id, lg_buf_t *b)
     lg_history_query_t q = {.status = -1, .limit = 50};
     const char *bad = NULL;
     int n;
-    if ((n = query_param(req, "agent", agent, sizeof(agent))) >= 0) {
+    if ((n = lg_query_param(req, "agent", agent, sizeof(agent))) >= 0) {
         if (!lg_agent_name_valid(agent, (size_t)n))
             bad = "agent: not an agent name";
         q.agent = agent, q.agent_len = (size_t)n;
     } else if (n == -2) {
         bad = "agent: not an agent name";
     }
-    if ((n = query_param(req, "status", status, sizeof(status))) != -1 &&
+    if ((n = lg_query_param(req, "status", status, sizeof(status))) != -1 &&
         (n < 0 || (q.status = lg_rec_status_parse(status, (size_t)n)) < 0))
         bad = "status: one of queued, running, succeeded, failed";
-    if ((n = query_param(req, "since", since, sizeof(since))) != -1 && (n < 0 || parse_since(since, &q.since_ms) != 0))
+    if ((n = lg_query_param(req, "since", since, sizeof(since))) != -1 && (n < 0 || parse_since(since, &q.since_ms) != 0))
         bad = "since: an RFC 3339 time like 2026-01-31T12:00:00Z, a date, or epoch milliseconds";
-    if ((n = query_param(req, "limit", limit, sizeof(limit))) != -1) {
+    if ((n = lg_query_param(req, "limit", limit, sizeof(limit))) != -1) {
         char *end;
         long v = n > 0 ? strtol(limit, &end, 10) : 0;
         if (n <= 0 || *end != '\0' || v < 1 || v > 500)
             bad = "limit: an integer from 1 to 500";
         q.limit = (int)v;
     }
-    if ((n = query_param(req, "cursor", cursor, sizeof(cursor))) != -1) {
+    if ((n = lg_query_param(req, "cursor", cursor, sizeof(cursor))) != -1) {
         if (n < 0 || !uuid_like(cursor, (size_t)n))
             bad = "cursor: the next_cursor of a previous page";
         q.cursor = cursor;
     }
-    if ((n = query_param(req, "parent_id", parent, sizeof(parent))) != -1) {
+    if ((n = lg_query_param(req, "parent_id", parent, sizeof(parent))) != -1) {
         if (n < 0 || !uuid_like(parent, (size_t)n))
             bad = "parent_id: an execution id";
         for (int i = 0; i < n; i++) /* ids are stored in lower case */

@@ -63,6 +63,8 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_AGENTS, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/api/v1/executions"))
         return set(r, LG_ROUTE_EXECUTIONS, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/api/v1/stats"))
+        return set(r, LG_ROUTE_STATS, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/api/v1/keys"))
         return set(r, LG_ROUTE_KEYS, "GET, HEAD, POST", method, mlen);
     if (eq(path, plen, "/v1/chat/completions"))

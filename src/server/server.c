@@ -335,7 +335,7 @@ int lg_server_run(const lg_config_t *cfg)
     /* h2o answers bodies past this itself (plain text): keep it above our own JSON 413 limit */
     S.globalconf.max_request_entity_size = cfg->max_body_bytes * 2 + (1 << 20);
     h2o_hostconf_t *host = h2o_config_register_host(&S.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    lg_handlers_register(host);
+    lg_static_register(lg_handlers_register(host), cfg->web_dir);
     S.main_hosts[0] = host;
     if (S.health_host != NULL) {
         /* in the globalconf so every context initialises it, but only in the health listener's list */

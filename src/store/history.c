@@ -170,3 +170,22 @@ void lg_history_list(const lg_history_query_t *q, lg_buf_t *out)
     pthread_mutex_unlock(&H.lock);
     free(match);
 }
+
+void lg_history_finished_since(uint64_t since_ms, lg_rec_t ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (H.cap == 0)
+        return;
+    pthread_mutex_lock(&H.lock);
+    lg_rec_t **recs = malloc((H.count + 1) * sizeof(*recs));
+    size_t k = 0;
+    for (size_t i = 0; recs != NULL && i < H.count; i++) {
+        lg_rec_t *r = H.slots[(H.head + i) % H.cap].rec;
+        if (r->status >= LG_REC_SUCCEEDED && r->created_ms >= since_ms)
+            recs[k++] = lg_rec_ref(r);
+    }
+    pthread_mutex_unlock(&H.lock);
+    *out = recs;
+    *n = k;
+}

@@ -225,6 +225,7 @@ lg_rec_t *lg_record_build(lg_exec_t *e, lg_rec_status_t st, const char *result, 
     memcpy(r->parent_id, e->parent_id, sizeof(r->parent_id));
     r->status = st;
     r->created_ms = e->created_ms;
+    r->duration_ms = finished ? e->duration_ms : 0;
     r->len = b.len - H;
     r->head_len = head_len - H;
     return r;

@@ -161,6 +161,7 @@ static void test_print_defaults(void **state)
              "LUAGENT_WORKERS=%d\n"
              "LUAGENT_AGENTS_DIR=agents\n"
              "LUAGENT_PROVIDERS_DIR=providers\n"
+             "LUAGENT_WEB_DIR=web\n"
              "LUAGENT_EXEC_TIMEOUT_MS=60000\n"
              "LUAGENT_MAX_BODY_BYTES=1048576\n"
              "LUAGENT_LOG_LEVEL=info\n"

@@ -22,6 +22,9 @@ static void test_static_routes(void **state)
     assert_int_equal(match("GET", "/info").id, LG_ROUTE_INFO);
     assert_int_equal(match("GET", "/api/v1/agents").id, LG_ROUTE_AGENTS);
     assert_int_equal(match("GET", "/nope").id, LG_ROUTE_NOT_FOUND);
+    assert_int_equal(match("GET", "/api/v1/stats").id, LG_ROUTE_STATS);
+    assert_false(match("POST", "/api/v1/stats").method_allowed);
+    assert_int_equal(match("GET", "/").id, LG_ROUTE_NOT_FOUND); /* the dashboard: static files (static.c) */
     assert_int_equal(match("GET", "/healthz").id, LG_ROUTE_NOT_FOUND);
 }
 

@@ -54,6 +54,8 @@ typedef struct lg_config {
     int job_concurrency;             /* LUAGENT_JOB_CONCURRENCY: async executions per worker at once (16) */
     int job_claim_ms;                /* LUAGENT_JOB_CLAIM_MS: a job idle this long on a dead consumer is
                                         reclaimed by another (30000) */
+    int metrics;                     /* LUAGENT_METRICS: on (1, default) | off: no counting, /metrics is 404 */
+    int tracing;                     /* LUAGENT_TRACING: on (1, default) | off: no W3C traceparent handling */
     unsigned long long env_set;      /* bit i: variable i of the table was set by the environment or .env */
 } lg_config_t;
 

@@ -93,6 +93,7 @@ struct lg_exec {
     char request_id[72];
     char parent_id[LG_UUID_LEN + 1];
     char user_id[40];           /* the caller: an API key's id ("" when auth is off) */
+    char trace[56];             /* W3C traceparent of the request (trace.h), "" when none */
     lg_buf_t rec;               /* "task":…,"context":… encoded at launch (recording only) */
     lg_buf_t events;            /* the task history so far: event objects joined by commas */
 };
@@ -118,6 +119,7 @@ struct lg_rt {
     size_t nfree_execs;
     int record;                 /* executions are recorded (history or DATABASE_URL) */
     struct lg_recorder *recorder; /* writes records to Postgres (store.h), NULL without DATABASE_URL */
+    struct lg_metrics *metrics; /* this worker's metrics slot (metrics.h), NULL: not counted */
 };
 
 int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop);

@@ -46,7 +46,7 @@ int lg_server_run(const lg_config_t *cfg);
 /** Register the request handler on a host configuration (handlers.c). */
 void lg_handlers_register(h2o_hostconf_t *hostconf);
 /** Register the health listener's handler (LUAGENT_HEALTH_LISTEN, handlers.c): it answers /health,
- *  /ready (and /metrics once it exists) without authentication, 405 for other methods there, and
+ *  /ready and /metrics without authentication, 405 for other methods there, and
  *  404 not_found for every other path. */
 void lg_handlers_register_health(h2o_hostconf_t *hostconf);
 
@@ -60,6 +60,17 @@ int lg_history_get_route(h2o_req_t *req, const struct lg_route *route, const cha
 /** The admin routes for API keys (admin.c): GET/POST /api/v1/keys, DELETE /api/v1/keys/{id}; same
  *  return convention (the status answered, or -1 when the answer comes later). */
 int lg_keys_route(h2o_req_t *req, const struct lg_route *route, const char *request_id, lg_buf_t *b);
+
+/* ---- observability (observe.c) ---- */
+
+/** GET /metrics: the Prometheus text (metrics.h) of every worker; 404 when LUAGENT_METRICS=off.
+ *  Returns the status answered. */
+int lg_metrics_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
+/** Start the request's trace context (trace.h) from its traceparent header and add it to the
+ *  reply's headers (LUAGENT_TRACING=on). */
+void lg_trace_request(h2o_req_t *req);
+/** The request's trace context ("00-<trace id>-<span id>-<flags>"), NULL when it has none. */
+const char *lg_trace_of(h2o_req_t *req);
 
 /* ---- outcomes of executions (outcome.c) ---- */
 

@@ -103,6 +103,7 @@ void lg_history_list(const lg_history_query_t *q, lg_buf_t *out);
 typedef struct lg_recorder lg_recorder_t;
 typedef struct lg_recorder_stats {
     size_t queued, written, spilled, rejected;
+    uint64_t spill_bytes; /* bytes appended to the spill file since start */
     int away;
 } lg_recorder_stats_t;
 

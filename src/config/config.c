@@ -365,6 +365,7 @@ typedef enum {
     K_APIKEY,    /* token sent in HTTP headers: no spaces or control characters */
     K_RATE,      /* N/unit */
     K_HOSTPORT,  /* host:port string, normalised */
+    K_ONOFF,     /* int field: on (1) | off (0) */
 } kind_t;
 
 typedef struct {
@@ -418,6 +419,8 @@ static const var_t VARS[] = {
     {"LUAGENT_JOB_CONCURRENCY", K_INT, F(job_concurrency), 1, 10000, NULL, NULL},
     {"LUAGENT_JOB_CLAIM_MS", K_INT, F(job_claim_ms), 100, 86400000, NULL, NULL},
     {"LUAGENT_LOG_FILE", K_STR, F(log_file), 0, 0, NULL, NULL},
+    {"LUAGENT_METRICS", K_ONOFF, F(metrics), 0, 0, NULL, NULL},
+    {"LUAGENT_TRACING", K_ONOFF, F(tracing), 0, 0, NULL, NULL},
 };
 
 #undef F
@@ -765,6 +768,16 @@ static int apply_var(lg_config_t *cfg, const var_t *v, int bit, const dotenv_t *
         else
             return bad_value(name, s, "required or off", err, errlen);
         return 0;
+    case K_ONOFF: {
+        int *f = (int *)((char *)cfg + v->off);
+        if (strcasecmp(s, "on") == 0 || strcasecmp(s, "true") == 0 || strcmp(s, "1") == 0)
+            *f = 1;
+        else if (strcasecmp(s, "off") == 0 || strcasecmp(s, "false") == 0 || strcmp(s, "0") == 0)
+            *f = 0;
+        else
+            return bad_value(name, s, "on or off", err, errlen);
+        return 0;
+    }
     case K_RATE: {
         int rn, rw;
         if (parse_rate(s, v->max, &rn, &rw) != 0) {
@@ -836,6 +849,8 @@ int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t 
     cfg->session_ttl_s = 86400;
     cfg->job_concurrency = 16;
     cfg->job_claim_ms = 30000;
+    cfg->metrics = 1;
+    cfg->tracing = 1;
     if (!(cfg->listen_host = strdup("0.0.0.0")))
         goto out_of_memory;
     for (size_t i = 0; i < NVARS; i++) {
@@ -1050,6 +1065,9 @@ void lg_config_print(const lg_config_t *cfg, FILE *out)
             break;
         case K_AUTH:
             fputs(cfg->auth == LG_AUTH_OFF ? "off" : "required", out);
+            break;
+        case K_ONOFF:
+            fputs(*(const int *)((const char *)cfg + v->off) ? "on" : "off", out);
             break;
         case K_RATE:
             if (cfg->rate_limit > 0 && cfg->rate_limit_window_s > 0) {

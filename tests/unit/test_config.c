@@ -26,6 +26,7 @@ static const char *const ALL_VARS[] = {
     "LUAGENT_HEALTH_LISTEN", "LUAGENT_SPILL_DIR", "LUAGENT_CALLBACK_SECRET", "LUAGENT_LOG_FILE",
     "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE", "LUAGENT_HISTORY_SIZE", "LUAGENT_SESSION_TTL_S",
     "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS",
+    "LUAGENT_METRICS", "LUAGENT_TRACING",
 };
 #define NALL (sizeof ALL_VARS / sizeof ALL_VARS[0])
 
@@ -194,7 +195,9 @@ static void test_print_defaults(void **state)
              "LUAGENT_SESSION_TTL_S=86400\n"
              "LUAGENT_JOB_CONCURRENCY=16\n"
              "LUAGENT_JOB_CLAIM_MS=30000\n"
-             "LUAGENT_LOG_FILE=\n",
+             "LUAGENT_LOG_FILE=\n"
+             "LUAGENT_METRICS=on\n"
+             "LUAGENT_TRACING=on\n",
              expected_workers());
     assert_string_equal(out, expected);
     free(out);
@@ -343,6 +346,8 @@ static const struct {
     {"LUAGENT_LOG_LEVEL", "warnings", "debug, info, warn or error"},
     {"LUAGENT_LOG_FORMAT", "xml", "json or text"},
     {"LUAGENT_AUTH", "none", "required or off"},
+    {"LUAGENT_METRICS", "maybe", "on or off"},
+    {"LUAGENT_TRACING", "yes please", "on or off"},
     {"LUAGENT_AUTH", "false", "required or off"},
     {"LUAGENT_RATE_LIMIT", "600", "N/min"},
     {"LUAGENT_RATE_LIMIT", "600/day", "N/min"},

@@ -33,6 +33,11 @@ struct lg_rt;
  *  rt->metrics is set and a one-second timer on rt's heap publishes its gauges. */
 lg_metrics_t *lg_metrics_attach(struct lg_rt *rt, int index);
 
+/** The route of the request being handled on this thread (on_req): lg_metrics_route_of() gives
+ *  it back for that request, so the access log does not match the path again. */
+void lg_metrics_route_hint(const void *req, int route);
+/** The route hinted for `req`, or -1 when the hint is about another request. */
+int lg_metrics_route_of(const void *req);
 /** An HTTP request was answered: route id (router.h), status, its duration. */
 void lg_metrics_http(lg_metrics_t *m, int route, int status, uint64_t duration_ns);
 /** An execution started / ended (end: sched.h lg_exec_end_t). */

@@ -133,6 +133,19 @@ struct lg_metrics {
 
 static _Atomic(lg_metrics_t *) slots[MAX_WORKERS];
 
+/* Every request the access log sees went through on_req on this thread, which set the hint last
+ * for its address: a hint for the same address is this request's own. */
+static __thread const void *tl_hint_req;
+static __thread int tl_hint_route;
+
+void lg_metrics_route_hint(const void *req, int route)
+{
+    tl_hint_req = req;
+    tl_hint_route = route;
+}
+
+int lg_metrics_route_of(const void *req) { return req == tl_hint_req ? tl_hint_route : -1; }
+
 /* ---- the hot path ---- */
 
 void lg_metrics_http(lg_metrics_t *m, int route, int status, uint64_t duration_ns)
@@ -158,14 +171,30 @@ static void publish_series(lg_metrics_t *m, series_kind_t kind, series_t *s)
 }
 
 /* The index slot for (hash, a, b, c): the series, or the empty slot where it goes. */
-static series_t **index_find(index_t *ix, uint64_t h, const char *a, size_t alen, const char *b, size_t blen, int c)
+static series_t **index_find(index_t *ix, uint64_t h, const char *a, const char *b, int c)
 {
     for (size_t i = h & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
         series_t *s = ix->slot[i];
-        if (s == NULL || (s->hash == h && s->c == c && strncmp(s->a, a, alen) == 0 && s->a[alen] == '\0' &&
-                          strncmp(s->b, b, blen) == 0 && s->b[blen] == '\0'))
+        if (s == NULL || (s->hash == h && s->c == c && strcmp(s->a, a) == 0 && strcmp(s->b, b) == 0))
             return &ix->slot[i];
     }
+}
+
+/* The hash of a label set. An execution's version is already a content hash (16 hex digits): its
+ * first 8 bytes and the agent's first and last ones are enough (the index compares whole keys). */
+static uint64_t series_hash(series_kind_t kind, const char *a, const char *b, int c)
+{
+    size_t alen = strlen(a), blen = strlen(b);
+    uint64_t h;
+    if (kind == S_EXEC && blen >= 8) {
+        memcpy(&h, b, 8);
+        h ^= ((uint64_t)(unsigned char)a[0] << 8 | (uint64_t)(unsigned char)a[alen ? alen - 1 : 0]) * 0xff51afd7ed558ccdull;
+        h ^= alen * 0xc4ceb9fe1a85ec53ull;
+    } else {
+        h = lg_fnv1a(b, blen, lg_fnv1a(a, alen + 1, LG_FNV_OFFSET));
+    }
+    h += (uint64_t)c * 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
 }
 
 static void index_grow(index_t *ix)
@@ -191,14 +220,14 @@ static void index_grow(index_t *ix)
 /* The series of (a, b, c), made and published on first use; NULL past MAX_SERIES. */
 static series_t *series_get(lg_metrics_t *m, series_kind_t kind, const char *a, const char *b, int c)
 {
-    size_t alen = strlen(a), blen = strlen(b);
-    uint64_t h = lg_fnv1a(b, blen, lg_fnv1a(a, alen + 1, LG_FNV_OFFSET)) + (uint64_t)c * 0x9e3779b97f4a7c15ull;
+    uint64_t h = series_hash(kind, a, b, c);
     index_t *ix = &m->index[kind];
     if (ix->cap == 0)
         index_grow(ix);
-    series_t **p = index_find(ix, h, a, alen, b, blen, c);
+    series_t **p = index_find(ix, h, a, b, c);
     if (*p != NULL)
         return *p;
+    size_t alen = strlen(a), blen = strlen(b);
     if (ix->n >= MAX_SERIES) {
         INC(m->dropped, 1);
         return NULL;
@@ -309,7 +338,7 @@ lg_metrics_t *lg_metrics_attach(lg_rt_t *rt, int index)
         for (series_t *s = atomic_load(&m->head[k]); s != NULL; s = s->next) {
             if (m->index[k].cap == 0 || (m->index[k].n + 1) * 2 > m->index[k].cap)
                 index_grow(&m->index[k]);
-            series_t **p = index_find(&m->index[k], s->hash, s->a, strlen(s->a), s->b, strlen(s->b), s->c);
+            series_t **p = index_find(&m->index[k], s->hash, s->a, s->b, s->c);
             *p = s;
             m->index[k].n++;
         }

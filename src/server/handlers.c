@@ -19,6 +19,7 @@
 #include "luagent/json.h"
 #include "luagent/kv.h"
 #include "luagent/log.h"
+#include "luagent/metrics.h"
 #include "luagent/pg.h"
 #include "luagent/redis.h"
 #include "luagent/registry.h"
@@ -947,6 +948,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         lg_trace_request(req);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    if (w->rt.metrics != NULL)
+        lg_metrics_route_hint(req, (int)route.id);
     lg_principal_t who;
     int status, limit, window, limited = 0;
     if (route.id == LG_ROUTE_NOT_FOUND) {
@@ -1007,6 +1010,8 @@ static int on_health_req(h2o_handler_t *self, h2o_req_t *req)
         lg_trace_request(req);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    if (lg_worker_of(req)->rt.metrics != NULL)
+        lg_metrics_route_hint(req, (int)route.id);
     lg_principal_t nobody;
     memset(&nobody, 0, sizeof(nobody));
     int status;

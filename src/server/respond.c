@@ -134,9 +134,14 @@ void lg_access_log(h2o_req_t *req, int status, const char *request_id, uint64_t 
     lg_metrics_t *m = lg_worker_of(req)->rt.metrics;
     uint64_t now_ns = 0;
     if (m != NULL) {
-        lg_route_t route;
-        lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
-        lg_metrics_http(m, (int)route.id, status, (now_ns = lg_now_mono_ns()) - start_ns);
+        int id = lg_metrics_route_of(req);
+        if (id < 0) {
+            lg_route_t route;
+            lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len,
+                           &route);
+            id = (int)route.id;
+        }
+        lg_metrics_http(m, id, status, (now_ns = lg_now_mono_ns()) - start_ns);
     }
     if (!lg_log_enabled(LG_LOG_INFO))
         return;

@@ -32,6 +32,21 @@ static void test_valid_and_invalid(void **state)
     assert_false(lg_trace_valid(NULL, 0));
 }
 
+static void test_new_ids_are_lowercase_hex_of_every_digit(void **state)
+{
+    int seen[16] = {0};
+    for (int n = 0; n < 200; n++) {
+        char t[LG_TRACEPARENT_LEN + 1];
+        lg_trace_start(NULL, 0, t);
+        assert_true(valid(t));
+        for (int i = 3; i < 52; i++)
+            if (t[i] != '-')
+                seen[t[i] <= '9' ? t[i] - '0' : t[i] - 'a' + 10]++;
+    }
+    for (int d = 0; d < 16; d++)
+        assert_true(seen[d] > 0);
+}
+
 static void test_start_and_child(void **state)
 {
     char a[LG_TRACEPARENT_LEN + 1], b[LG_TRACEPARENT_LEN + 1], c[LG_TRACEPARENT_LEN + 1];
@@ -61,6 +76,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_and_invalid),
         cmocka_unit_test(test_start_and_child),
+        cmocka_unit_test(test_new_ids_are_lowercase_hex_of_every_digit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -263,3 +263,57 @@ class MetricsOffTests(ServerTestCase):
         self.assertEqual(404, r.status, self.ctx_msg(r))
         self.assertEqual("not_found", r.body["error"]["code"])
         self.assertIn("LUAGENT_METRICS", r.body["error"]["message"])
+
+
+class MetricsServicesTests(ServerTestCase):
+    """The per-worker gauges of PostgreSQL, Redis and the execution recorder."""
+    WORKERS = 2
+    AGENTS = {"echo": ECHO, "dbq": 'return {execute = function(task, ctx) '
+                                   'return {n = luagent.db.query("select 1 as n")[1].n} end}'}
+
+    @classmethod
+    def setUpClass(cls):
+        from .services import shared_postgres, shared_redis
+        from .test_recording import pg_url
+        cls.pg = shared_postgres()
+        cls.db = cls.pg.new_database("met")
+        cls.redis = shared_redis()
+        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
+        cls.ENV = {"DATABASE_URL": pg_url(cls.pg, cls.db), "REDIS_URL": cls.redis.url(),
+                   "LUAGENT_SPILL_DIR": cls.spill}
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.spill, ignore_errors=True)
+
+    def scrape(self):
+        r = self.server.request("GET", "/metrics")
+        self.assertEqual(200, r.status, self.ctx_msg(r))
+        return parse_metrics(r.raw.decode())
+
+    def total(self, m, name):
+        return sum(v for (n, _), v in m.items() if n == name)
+
+    def test_pool_redis_and_recorder_gauges(self):
+        m0 = self.scrape()
+        for i in range(3):
+            self.assertOk(self.server.execute("echo", {"i": i}))
+        self.assertEqual(1, self.assertOk(self.server.execute("dbq", {}))["result"]["n"])
+        # gauges are published by each worker once a second: wait for them
+        want = self.total(m0, "luagent_records_written_total") + 4
+        m, _, ok = self.poll(self.scrape, lambda m: self.total(m, "luagent_records_written_total") >= want
+                             and self.total(m, "luagent_db_connections_open") >= 1, timeout=5)
+        self.assertTrue(ok, {k: v for k, v in m.items() if "db_" in k[0] or "record" in k[0]})
+        self.assertEqual(want, self.total(m, "luagent_records_written_total"))
+        for w in ("0", "1"):
+            self.assertEqual(1.0, m.get(("luagent_redis_up", frozenset({("worker", w)}))), m)
+            self.assertIn(("luagent_record_queue_length", frozenset({("worker", w)})), m)
+            self.assertIn(("luagent_record_spilled_bytes", frozenset({("worker", w)})), m)
+        self.assertEqual(0.0, self.total(m, "luagent_record_queue_length"))
+        self.assertEqual(0.0, self.total(m, "luagent_db_requests_waiting"))
+        code, out = promtool_check(self.server.request("GET", "/metrics").raw.decode())
+        self.assertEqual(0, code, out)

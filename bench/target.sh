@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # luagent as a target of ../shared/bench (see its README, "Adding a target"): one worker on
 # 127.0.0.1:PORT serving this repository's agents. Variants (BENCH_VARIANT):
-#   (none)      recording off (no history, no database) and access log off, like the nginx-lua anchor
+#   (none)      recording off (no history, no database), access log off, metrics and tracing off
+#               (LUAGENT_METRICS=off LUAGENT_TRACING=off), like the nginx-lua anchor
+#   metrics     as (none) with metrics and tracing on (the production default): /metrics counters and
+#               W3C traceparent handling on every request
 #   accesslog   one JSON access-log line per request (LUAGENT_LOG_LEVEL=info), the production default
 #   history     every execution recorded in the in-memory history (the default without DATABASE_URL)
 #   recording   every execution recorded to PostgreSQL (and the in-memory history): a PostgreSQL 15
@@ -22,7 +25,7 @@ export LUAGENT_LISTEN=127.0.0.1:$PORT LUAGENT_WORKERS=1 LUAGENT_AUTH=off LUAGENT
 export LUAGENT_AGENTS_DIR=${BENCH_AGENTS_DIR:-$ROOT/agents} LUAGENT_PROVIDERS_DIR=$ROOT/providers
 unset LUAGENT_API_KEYS_FILE
 export OPENAI_BASE_URL=${UPSTREAM_URL:-http://127.0.0.1:18081}/v1 LUAGENT_DEFAULT_MODEL=gpt-4o-mini
-export LUAGENT_HISTORY_SIZE=0
+export LUAGENT_HISTORY_SIZE=0 LUAGENT_METRICS=off LUAGENT_TRACING=off
 
 # A throwaway PostgreSQL in $WORK/pg on a free port, on the load core (LOAD_CPU, default 1, as
 # run.sh uses), outside this process tree: the harness measures the server's own CPU and memory.
@@ -46,6 +49,7 @@ start_postgres() {
 case "${BENCH_VARIANT:-}" in
   "") ;;
   accesslog) export LUAGENT_LOG_LEVEL=info ;;
+  metrics) export LUAGENT_METRICS=on LUAGENT_TRACING=on ;;
   history) unset LUAGENT_HISTORY_SIZE ;;
   recording) unset LUAGENT_HISTORY_SIZE; start_postgres ;;
   apikey)

@@ -13,6 +13,7 @@ LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit
 # clang and libFuzzer's runtime for tests/fuzz (clang only recommends libclang-rt-14-dev).
 LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl nghttp2-client openssl procps postgresql-15
                    postgresql-client-15 redis-server clang libclang-rt-14-dev)
+LUAGENT_TEST_PKGS+=(prometheus) # promtool check metrics (tests/integration/test_metrics.py)
 command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
 # tests/integration: `docker-compose config` (Debian's v1, test_deploy.py) and PyYAML (the k8s manifests,
 # and the Windmill flows in test_windmill.py).

@@ -61,6 +61,8 @@ typedef struct lg_config {
                                         the listeners still accept, this long, before draining (0) */
     unsigned generation;             /* not a variable: how many SIGHUP reloads made this one (0 at start) */
     int max_agent_depth;             /* LUAGENT_MAX_AGENT_DEPTH: how deep luagent.agents calls may nest (8) */
+    int metrics;                     /* LUAGENT_METRICS: on (1, default) | off: no counting, /metrics is 404 */
+    int tracing;                     /* LUAGENT_TRACING: on (1, default) | off: no W3C traceparent handling */
     unsigned long long env_set;      /* bit i: variable i of the table was set by the environment or .env */
 } lg_config_t;
 

@@ -26,6 +26,7 @@ typedef enum {
     LG_ROUTE_OPENAPI,       /* GET  /openapi.json (public) */
     LG_ROUTE_DOCS,          /* GET  /docs (public) */
     LG_ROUTE_STATS,         /* GET  /api/v1/stats?window= (viewer) */
+    LG_ROUTE_METRICS,       /* GET  /metrics (Prometheus) */
 } lg_route_id_t;
 
 typedef struct lg_route {
@@ -40,6 +41,9 @@ typedef struct lg_route {
 
 /** Agent names: 1..127 of [A-Za-z0-9_.-], no leading/trailing dot, no "..". */
 int lg_agent_name_valid(const char *name, size_t len);
+/** The route's label in metrics (its path template, e.g. "/api/v1/agents/{name}/execute"); every
+ *  route id has one (router.c's switch has no default: -Wswitch names a route added without it). */
+const char *lg_route_label(lg_route_id_t id);
 /** Match `path` (without query string). HEAD is accepted wherever GET is. */
 void lg_route_match(const char *method, size_t mlen, const char *path, size_t plen, lg_route_t *out);
 

@@ -106,6 +106,7 @@ struct lg_exec {
     char user_id[40];           /* the caller: an API key's id ("" when auth is off) */
     char agents_allow[LG_KEY_AGENTS_MAX]; /* the caller's agent allow-list (auth.h), "" for every agent:
                                    children (luagent.agents) are held to it too */
+    char trace[56];             /* W3C traceparent of the request (trace.h), "" when none */
     lg_buf_t rec;               /* "task":…,"context":… encoded at launch (recording only) */
     lg_buf_t events;            /* the task history so far: event objects joined by commas */
 };
@@ -131,6 +132,7 @@ struct lg_rt {
     size_t nfree_execs;
     int record;                 /* executions are recorded (history or DATABASE_URL) */
     struct lg_recorder *recorder; /* writes records to Postgres (store.h), NULL without DATABASE_URL */
+    struct lg_metrics *metrics; /* this worker's metrics slot (metrics.h), NULL: not counted */
 };
 
 int lg_rt_init(lg_rt_t *rt, const lg_config_t *cfg, h2o_loop_t *loop);

@@ -69,7 +69,7 @@ int lg_static_claims(h2o_req_t *req);
  *  the history routes' return convention. */
 int lg_stats_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
 /** Register the health listener's handler (LUAGENT_HEALTH_LISTEN, handlers.c): it answers /health,
- *  /ready (and /metrics once it exists) without authentication, 405 for other methods there, and
+ *  /ready and /metrics without authentication, 405 for other methods there, and
  *  404 not_found for every other path. */
 void lg_handlers_register_health(h2o_hostconf_t *hostconf);
 
@@ -98,6 +98,17 @@ int lg_openai_models_route(h2o_req_t *req, const struct lg_route *route, const s
 /** When req is on a /v1 route, add OpenAI's "type" (invalid_request_error, authentication_error,
  *  permission_error, rate_limit_error, server_error: by status) to the error object ending b. */
 void lg_openai_error_type(h2o_req_t *req, int status, lg_buf_t *b);
+
+/* ---- observability (observe.c) ---- */
+
+/** GET /metrics: the Prometheus text (metrics.h) of every worker; 404 when LUAGENT_METRICS=off.
+ *  Returns the status answered. */
+int lg_metrics_route(h2o_req_t *req, const char *request_id, lg_buf_t *b);
+/** Start the request's trace context (trace.h) from its traceparent header and add it to the
+ *  reply's headers (LUAGENT_TRACING=on). */
+void lg_trace_request(h2o_req_t *req);
+/** The request's trace context ("00-<trace id>-<span id>-<flags>"), NULL when it has none. */
+const char *lg_trace_of(h2o_req_t *req);
 
 /* ---- outcomes of executions (outcome.c) ---- */
 

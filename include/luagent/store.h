@@ -118,6 +118,7 @@ void lg_history_finished_since(uint64_t since_ms, lg_rec_t ***out, size_t *n);
 typedef struct lg_recorder lg_recorder_t;
 typedef struct lg_recorder_stats {
     size_t queued, written, spilled, rejected;
+    uint64_t spill_bytes; /* bytes appended to the spill file since start */
     int away;
 } lg_recorder_stats_t;
 

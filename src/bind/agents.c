@@ -299,6 +299,7 @@ static lg_exec_t *start_child(lua_State *L, lg_exec_t *p, const char *name, size
     lua_xmove(L, c->co, 2); /* [task, context]: a fresh coroutine has room, nothing allocates */
     memcpy(c->parent_id, p->id, sizeof(c->parent_id));
     memcpy(c->request_id, p->request_id, sizeof(c->request_id));
+    memcpy(c->trace, p->trace, sizeof(c->trace)); /* the child's log lines and calls join the parent's trace */
     memcpy(c->user_id, p->user_id, sizeof(c->user_id));
     memcpy(c->agents_allow, p->agents_allow, sizeof(c->agents_allow));
     c->user_role = p->user_role;

@@ -10,6 +10,7 @@
 #include "luagent/agents.h"
 #include "luagent/bind.h"
 #include "luagent/json.h"
+#include "luagent/metrics.h"
 #include "luagent/registry.h"
 #include "luagent/sched.h"
 #include "luagent/store.h"
@@ -144,6 +145,8 @@ static int h_usage_add(lua_State *L)
     lg_exec_t *e = lg_sched_current(L);
     if (e == NULL)
         return 0;
+    lg_metrics_ai(e->rt->metrics, provider, model, in > 0 ? (uint64_t)in : 0, out > 0 ? (uint64_t)out : 0,
+                  retries > 0 ? (uint64_t)retries : 0, !lua_isnoneornil(L, 7));
     if (e->recording)
         record_call(e, provider, model, in, out, retries, luaL_optnumber(L, 6, 0), luaL_optstring(L, 7, NULL));
     if (e->usage_ref == LUA_NOREF) {

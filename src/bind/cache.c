@@ -14,6 +14,7 @@
 #include "luagent/bind.h"
 #include "luagent/json.h"
 #include "luagent/kv.h"
+#include "luagent/metrics.h"
 #include "luagent/redis.h"
 #include "luagent/sched.h"
 
@@ -31,14 +32,29 @@
 
 static void redis_cancel(lg_exec_t *e, void *q) { lg_redis_cancel(q); }
 
-/* GET: the decoded value or nil */
+/* GET: the decoded value or nil; 1 when it is a value */
+static int push_got(lua_State *co, redisReply *reply)
+{
+    if (reply == NULL || reply->type != REDIS_REPLY_STRING ||
+        lg_json_decode(co, reply->str, reply->len, LG_JSON_DEFAULT_MAX_DEPTH, NULL) != LG_JSON_OK) {
+        lua_pushnil(co);
+        return 0;
+    }
+    return 1;
+}
+
 static void on_get(void *data, redisReply *reply, const char *err)
 {
     lg_exec_t *e = data;
-    lua_State *co = e->co;
-    if (reply == NULL || reply->type != REDIS_REPLY_STRING ||
-        lg_json_decode(co, reply->str, reply->len, LG_JSON_DEFAULT_MAX_DEPTH, NULL) != LG_JSON_OK)
-        lua_pushnil(co);
+    push_got(e->co, reply);
+    lg_sched_wake(e, 1);
+}
+
+/* luagent.cache.get's GET: the same, counted as a hit or a miss */
+static void on_get_counted(void *data, redisReply *reply, const char *err)
+{
+    lg_exec_t *e = data;
+    lg_metrics_cache(e->rt->metrics, LG_METRICS_CACHE_AGENT, push_got(e->co, reply));
     lg_sched_wake(e, 1);
 }
 
@@ -71,24 +87,27 @@ static int redis_call(lua_State *L, lg_exec_t *e, lg_redis_t *r, int argc, const
     return lg_sched_yield(L, redis_cancel, q);
 }
 
-/* Push the decoded value of `key`, or nil. */
-static int store_get(lua_State *L, lg_exec_t *e, const char *key, size_t klen)
+/* Push the decoded value of `key`, or nil. counted: a luagent.cache.get lookup (metrics.h). */
+static int store_get(lua_State *L, lg_exec_t *e, const char *key, size_t klen, int counted)
 {
     lg_redis_t *r = lg_rt_redis(e->rt);
     if (r != NULL) {
         const char *argv[] = {"GET", key};
         size_t lens[] = {3, klen};
-        return redis_call(L, e, r, 2, argv, lens, on_get, 1);
+        if (counted && !lg_redis_up(r))
+            lg_metrics_cache(e->rt->metrics, LG_METRICS_CACHE_AGENT, 0); /* redis_call answers nil at once */
+        return redis_call(L, e, r, 2, argv, lens, counted ? on_get_counted : on_get, 1);
     }
     lg_buf_t b = {0};
-    if (!lg_kv_get(key, klen, &b)) {
-        lua_pushnil(L);
-        return 1;
-    }
-    lg_json_status_t st = lg_json_decode(L, b.data, b.len, LG_JSON_DEFAULT_MAX_DEPTH, NULL);
+    lg_json_status_t st = LG_JSON_OK;
+    int found = lg_kv_get(key, klen, &b);
+    if (found)
+        st = lg_json_decode(L, b.data, b.len, LG_JSON_DEFAULT_MAX_DEPTH, NULL);
     lg_buf_free(&b);
-    if (st != LG_JSON_OK)
+    if (!found || st != LG_JSON_OK)
         lua_pushnil(L);
+    if (counted)
+        lg_metrics_cache(e->rt->metrics, LG_METRICS_CACHE_AGENT, found && st == LG_JSON_OK);
     return 1;
 }
 
@@ -163,12 +182,12 @@ typedef enum { OP_GET, OP_SET, OP_DEL } op_t;
 /* key = prefix + the argument at `arg`; set takes the value at arg + 1 and the ttl (seconds) at
  * arg + 2, def_ttl_ms when absent */
 static int kv_call(lua_State *L, lg_exec_t *e, const char *what, const char *prefix, int arg, op_t op,
-                   uint64_t def_ttl_ms)
+                   uint64_t def_ttl_ms, int counted)
 {
     char key[KEY_MAX];
     size_t klen = make_key(L, what, key, prefix, arg);
     if (op == OP_GET)
-        return store_get(L, e, key, klen);
+        return store_get(L, e, key, klen, counted);
     if (op == OP_DEL)
         return store_del(L, e, key, klen);
     uint64_t ttl = ttl_arg(L, what, arg + 2, def_ttl_ms);
@@ -184,7 +203,7 @@ static int cache_op(lua_State *L, op_t op, const char *what)
     lg_exec_t *e = lg_sched_check(L, what);
     char prefix[160];
     snprintf(prefix, sizeof(prefix), "c:%s:", e->agent);
-    return kv_call(L, e, what, prefix, 1, op, 0);
+    return kv_call(L, e, what, prefix, 1, op, 0, 1);
 }
 
 static int cache_get(lua_State *L) { return cache_op(L, OP_GET, "luagent.cache.get"); }
@@ -209,7 +228,7 @@ static int session_op(lua_State *L, op_t op, const char *what)
     if (sidlen + 3 > KEY_MAX / 2)
         return luaL_error(L, "%s: context.session_id is too long", what);
     snprintf(prefix, sizeof(prefix), "s:%s:", sid);
-    return kv_call(L, e, what, prefix, lua_istable(L, 1) ? 2 : 1, op, (uint64_t)e->rt->cfg->session_ttl_s * 1000);
+    return kv_call(L, e, what, prefix, lua_istable(L, 1) ? 2 : 1, op, (uint64_t)e->rt->cfg->session_ttl_s * 1000, 0);
 }
 
 static int session_get(lua_State *L) { return session_op(L, OP_GET, "ctx.session.get"); }
@@ -337,7 +356,7 @@ static int h_get(lua_State *L)
 {
     size_t n;
     const char *k = luaL_checklstring(L, 1, &n);
-    return store_get(L, lg_sched_check(L, "result cache"), k, n);
+    return store_get(L, lg_sched_check(L, "result cache"), k, n, 0);
 }
 
 /* set(key, value, ttl_seconds) */
@@ -361,8 +380,10 @@ static int h_set(lua_State *L)
 static int h_mark(lua_State *L)
 {
     lg_exec_t *e = lg_sched_current(L);
-    if (e != NULL)
+    if (e != NULL) {
         e->cache = lua_toboolean(L, 1) ? LG_CACHE_HIT : LG_CACHE_MISS;
+        lg_metrics_cache(e->rt->metrics, LG_METRICS_CACHE_RESULT, e->cache == LG_CACHE_HIT);
+    }
     return 0;
 }
 

@@ -55,6 +55,8 @@ static void add_exec_fields(lua_State *L, lg_buf_t *b)
     lg_log_kv_cstr(b, "request_id", e->request_id);
     lg_log_kv_cstr(b, "agent", e->agent);
     lg_log_kv_cstr(b, "version", e->version);
+    if (e->trace[0] != '\0')
+        lg_log_kv_str(b, "trace_id", e->trace + 3, 32);
 }
 
 /* One agent log line: to the log (when its level is on) and, for a recorded execution, to its task

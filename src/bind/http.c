@@ -16,6 +16,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "luagent/trace.h"
 #include "luagent/bind.h"
 #include "luagent/curlm.h"
 #include "luagent/json.h"
@@ -516,7 +517,7 @@ static int http_raw_request(lua_State *L)
 
     /* headers, checked before anything is allocated */
     lg_buf_t lines = {0};
-    int has_ct = 0;
+    int has_ct = 0, has_tp = 0;
     lua_getfield(L, 1, "headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
@@ -528,12 +529,20 @@ static int http_raw_request(lua_State *L)
                 return luaL_error(L, "luagent.http.request: bad header %s", name ? name : "(not a string)");
             }
             has_ct |= strcasecmp(name, "content-type") == 0;
+            has_tp |= strcasecmp(name, "traceparent") == 0;
             lg_buf_printf(&lines, "%s: %s\r\n", name, value);
             lua_pop(L, 1);
         }
     }
     if (body_is_json && !has_ct)
         lg_buf_lit(&lines, "Content-Type: application/json\r\n");
+    if (e->trace[0] != '\0' && !has_tp) { /* the execution's trace, a new span for this call (trace.h) */
+        char *tp = lg_buf_reserve(&lines, sizeof("traceparent: \r\n") + LG_TRACEPARENT_LEN);
+        memcpy(tp, "traceparent: ", 13);
+        lg_trace_child(e->trace, tp + 13);
+        memcpy(tp + 13 + LG_TRACEPARENT_LEN, "\r\n", 3);
+        lines.len += 13 + LG_TRACEPARENT_LEN + 2;
+    }
 
     /* the deadline: the request's own, never past the execution's */
     uint64_t now = lg_now_mono_ms();

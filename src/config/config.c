@@ -423,6 +423,8 @@ static const var_t VARS[] = {
     {"LUAGENT_LOG_FILE", K_STR, F(log_file), 0, 0, NULL, NULL},
     {"LUAGENT_WATCH", K_ONOFF, F(watch), 0, 0, NULL, NULL},
     {"LUAGENT_DRAIN_DELAY_MS", K_INT, F(drain_delay_ms), 0, 3600000, NULL, NULL},
+    {"LUAGENT_METRICS", K_ONOFF, F(metrics), 0, 0, NULL, NULL},
+    {"LUAGENT_TRACING", K_ONOFF, F(tracing), 0, 0, NULL, NULL},
 };
 
 #undef F
@@ -851,6 +853,8 @@ int lg_config_load(lg_config_t *cfg, const char *dotenv_path, char *err, size_t 
     cfg->job_claim_ms = 30000;
     cfg->watch = 1;
     cfg->max_agent_depth = 8;
+    cfg->metrics = 1;
+    cfg->tracing = 1;
     if (!(cfg->listen_host = strdup("0.0.0.0")))
         goto out_of_memory;
     for (size_t i = 0; i < NVARS; i++) {
@@ -1173,7 +1177,7 @@ static const char *const RESTART_ONLY[] = {
     "LUAGENT_MAX_BODY_BYTES", "LUAGENT_LOG_FORMAT", "DATABASE_URL",           "REDIS_URL",
     "LUAGENT_TLS_CERT",     "LUAGENT_TLS_KEY",      "LUAGENT_API_KEYS_FILE",  "LUAGENT_HEALTH_LISTEN",
     "LUAGENT_SPILL_DIR",    "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE",   "LUAGENT_HISTORY_SIZE",
-    "LUAGENT_WATCH",
+    "LUAGENT_WATCH",        "LUAGENT_METRICS",
 };
 
 static int is_string_kind(kind_t k)

@@ -13,6 +13,7 @@
 #include "luagent/upstream.h"
 #include "luagent/json.h"
 #include "luagent/log.h"
+#include "luagent/metrics.h"
 #include "luagent/store.h"
 
 #define POOL_MAX 4096
@@ -250,7 +251,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
         rt->free_execs = e->next;
         rt->nfree_execs--;
         memset(e, 0, offsetof(lg_exec_t, id));
-        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = e->parent_id[0] = e->user_id[0] = '\0';
+        e->id[0] = e->version[0] = e->agent[0] = e->request_id[0] = e->parent_id[0] = e->user_id[0] = e->trace[0] = '\0';
         e->agents_allow[0] = '\0';
         lg_buf_reset(&e->rec);
         lg_buf_reset(&e->events);
@@ -350,6 +351,7 @@ lg_launch_status_t lg_exec_launch(lg_exec_t *e, const char *name, size_t namelen
     e->nres = 2;
     lg_timers_add(&rt->timers, &e->deadline_timer, e->budget.deadline_ms);
     rt->inflight++;
+    lg_metrics_exec_start(rt->metrics);
     ready_push(rt, e);
     return LG_LAUNCH_OK;
 }
@@ -374,8 +376,10 @@ static void finish(lg_exec_t *e, lg_exec_end_t end)
     }
     e->state = LG_EXEC_DONE;
     e->end = end;
-    e->duration_ms = (double)(lg_now_mono_ns() - e->start_ns) / 1e6;
+    uint64_t took_ns = lg_now_mono_ns() - e->start_ns;
+    e->duration_ms = (double)took_ns / 1e6;
     rt->inflight--;
+    lg_metrics_exec_end(rt->metrics, e->agent, e->version, (int)end, took_ns);
     e->ops->on_done(e);
     release(e, end == LG_END_OK);
 }
@@ -408,6 +412,8 @@ static void log_agent_error(lg_exec_t *e)
     lg_log_kv_cstr(&b, "request_id", e->request_id);
     lg_log_kv_cstr(&b, "agent", e->agent);
     lg_log_kv_cstr(&b, "version", e->version);
+    if (e->trace[0] != '\0')
+        lg_log_kv_str(&b, "trace_id", e->trace + 3, 32);
     lg_log_kv_cstr(&b, "traceback", lua_tostring(L, -1));
     lg_log_end(&b);
     lg_buf_free(&b);

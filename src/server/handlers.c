@@ -22,6 +22,7 @@
 #include "luagent/kv.h"
 #include "luagent/log.h"
 #include "luagent/openapi.h"
+#include "luagent/metrics.h"
 #include "luagent/pg.h"
 #include "luagent/redis.h"
 #include "luagent/registry.h"
@@ -394,6 +395,10 @@ static void submit_async(h2o_req_t *req, lg_exec_t *e, const char *name, size_t 
     lg_buf_json_str(&job, name, namelen);
     lg_buf_lit(&job, ",\"request_id\":");
     lg_buf_json_str(&job, e->request_id, strlen(e->request_id));
+    if (e->trace[0] != '\0') {
+        lg_buf_lit(&job, ",\"traceparent\":");
+        lg_buf_json_str(&job, e->trace, strlen(e->trace));
+    }
     lg_buf_printf(&job, ",\"created_ms\":%llu,\"user_role\":%d,\"user_id\":", (unsigned long long)e->created_ms,
                   e->user_role);
     lg_buf_json_str(&job, e->user_id, strlen(e->user_id));
@@ -585,6 +590,9 @@ static int on_execute(h2o_req_t *req, const lg_route_t *route, const char *reque
     }
     memcpy(s.request_id, request_id, strlen(request_id) + 1);
     memcpy(s.e->request_id, request_id, strlen(request_id) + 1);
+    const char *tp = lg_trace_of(req);
+    if (tp != NULL)
+        memcpy(s.e->trace, tp, sizeof(s.e->trace));
     if (who->role != LG_ROLE_NONE) {
         s.e->user_role = (int)who->role;
         memcpy(s.e->user_id, who->id, sizeof(s.e->user_id));
@@ -714,6 +722,7 @@ static lg_role_t route_role(lg_route_id_t id)
     case LG_ROUTE_OAI_MODELS:
     case LG_ROUTE_OAI_MODEL:
     case LG_ROUTE_STATS:
+    case LG_ROUTE_METRICS:
         return LG_ROLE_VIEWER;
     case LG_ROUTE_AGENT_EXECUTE:
     case LG_ROUTE_EXECUTE:
@@ -948,6 +957,9 @@ static int dispatch(h2o_req_t *req, const lg_route_t *route, const lg_principal_
     case LG_ROUTE_DOCS:
         status = lg_openapi_route(req, route, request_id);
         break;
+    case LG_ROUTE_METRICS:
+        status = lg_metrics_route(req, request_id, b);
+        break;
     default:
         break;
     }
@@ -1000,10 +1012,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     lg_worker_t *w = lg_worker_of(req);
     char request_id[72];
     lg_request_id(req, request_id);
+    if (w->server->cfg->tracing)
+        lg_trace_request(req);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
     if (route.id == LG_ROUTE_NOT_FOUND && lg_static_claims(req))
         return -1; /* the dashboard's files: the next handlers on "/" (static.c) */
+    if (w->rt.metrics != NULL)
+        lg_metrics_route_hint(req, (int)route.id);
     lg_principal_t who;
     int status, limit, window, limited = 0;
     if (route.id == LG_ROUTE_NOT_FOUND) {
@@ -1061,14 +1077,18 @@ static int on_health_req(h2o_handler_t *self, h2o_req_t *req)
     uint64_t start_ns = lg_now_mono_ns();
     char request_id[72];
     lg_request_id(req, request_id);
+    if (lg_worker_of(req)->server->cfg->tracing)
+        lg_trace_request(req);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    if (lg_worker_of(req)->rt.metrics != NULL)
+        lg_metrics_route_hint(req, (int)route.id);
     lg_principal_t nobody;
     memset(&nobody, 0, sizeof(nobody));
     int status;
-    if (route.id != LG_ROUTE_HEALTH && route.id != LG_ROUTE_READY) { /* and /metrics once it exists */
+    if (route.id != LG_ROUTE_HEALTH && route.id != LG_ROUTE_READY && route.id != LG_ROUTE_METRICS) {
         status = 404;
-        lg_reply_error(req, 404, "not_found", "the health listener serves /health and /ready only", request_id);
+        lg_reply_error(req, 404, "not_found", "the health listener serves /health, /ready and /metrics only", request_id);
     } else if (!route.method_allowed) {
         status = 405;
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, route.allow, strlen(route.allow));

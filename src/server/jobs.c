@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "luagent/trace.h"
 #include "luagent/curlm.h"
 #include "luagent/jobs.h"
 #include "luagent/json.h"
@@ -311,13 +312,14 @@ static void job_refused(lg_exec_t *e, const char *code, const char *msg, const c
 static int job_decode(lg_exec_t *e, const char *json, size_t len, char *name, size_t *namelen, char **url)
 {
     lua_State *co = e->co;
-    size_t idlen = 0, alen = 0, rlen = 0, ulen = 0;
-    const char *id = NULL, *agent = NULL, *rid = NULL, *u = NULL;
+    size_t idlen = 0, alen = 0, rlen = 0, ulen = 0, tlen = 0;
+    const char *id = NULL, *agent = NULL, *rid = NULL, *u = NULL, *tp = NULL;
     if (lg_json_decode(co, json, len, LG_JSON_DEFAULT_MAX_DEPTH, NULL) == LG_JSON_OK && lua_istable(co, 1)) {
         id = str_field(co, 1, "id", &idlen);
         agent = str_field(co, 1, "agent", &alen);
         rid = str_field(co, 1, "request_id", &rlen);
         u = str_field(co, 1, "callback_url", &ulen);
+        tp = str_field(co, 1, "traceparent", &tlen);
     }
     if (id == NULL || idlen != LG_UUID_LEN || agent == NULL || !lg_agent_name_valid(agent, alen)) {
         lg_log(LG_LOG_ERROR, "dropping a malformed job: %.*s", (int)(len < 200 ? len : 200), json);
@@ -327,6 +329,8 @@ static int job_decode(lg_exec_t *e, const char *json, size_t len, char *name, si
     e->async = 1;
     memcpy(e->id, id, LG_UUID_LEN + 1);
     snprintf(e->request_id, sizeof(e->request_id), "%s", rid ? rid : "");
+    if (tp != NULL && lg_trace_valid(tp, tlen)) /* the submitting request's trace (observe.c) */
+        memcpy(e->trace, tp, LG_TRACEPARENT_LEN + 1);
     snprintf(e->agent, sizeof(e->agent), "%.*s", (int)alen, agent);
     memcpy(name, agent, alen); /* before the job table (which holds these strings) goes */
     *namelen = alen;

@@ -2,6 +2,7 @@
 
 #include "luagent/ids.h"
 #include "luagent/log.h"
+#include "luagent/metrics.h"
 #include "luagent/router.h"
 #include "luagent/schema.h"
 #include "luagent/server.h"
@@ -132,15 +133,30 @@ void lg_reply_error(h2o_req_t *req, int status, const char *code, const char *me
 void lg_access_log(h2o_req_t *req, int status, const char *request_id, uint64_t start_ns, const char *execution_id,
                    const char *agent, const char *version)
 {
+    lg_metrics_t *m = lg_worker_of(req)->rt.metrics;
+    uint64_t now_ns = 0;
+    if (m != NULL) {
+        int id = lg_metrics_route_of(req);
+        if (id < 0) {
+            lg_route_t route;
+            lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len,
+                           &route);
+            id = (int)route.id;
+        }
+        lg_metrics_http(m, id, status, (now_ns = lg_now_mono_ns()) - start_ns);
+    }
     if (!lg_log_enabled(LG_LOG_INFO))
         return;
     lg_buf_t b = {0};
     lg_log_begin(&b, LG_LOG_INFO, LG_STRLIT("request"));
     lg_log_kv_cstr(&b, "request_id", request_id);
+    const char *tp = lg_trace_of(req);
+    if (tp != NULL)
+        lg_log_kv_str(&b, "trace_id", tp + 3, 32);
     lg_log_kv_str(&b, "method", req->method.base, req->method.len);
     lg_log_kv_str(&b, "path", req->path_normalized.base, req->path_normalized.len);
     lg_log_kv_int(&b, "status", status);
-    lg_log_kv_num(&b, "duration_ms", (double)(lg_now_mono_ns() - start_ns) / 1e6);
+    lg_log_kv_num(&b, "duration_ms", (double)((now_ns ? now_ns : lg_now_mono_ns()) - start_ns) / 1e6);
     lg_log_kv_cstr(&b, "execution_id", execution_id);
     lg_log_kv_cstr(&b, "agent", agent);
     lg_log_kv_cstr(&b, "version", version);

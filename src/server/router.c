@@ -57,6 +57,8 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_OPENAPI, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/docs"))
         return set(r, LG_ROUTE_DOCS, "GET, HEAD", method, mlen);
+    if (eq(path, plen, "/metrics"))
+        return set(r, LG_ROUTE_METRICS, "GET, HEAD", method, mlen);
     if (eq(path, plen, "/api/v1/agent/execute"))
         return set(r, LG_ROUTE_EXECUTE, "POST", method, mlen);
     if (eq(path, plen, "/api/v1/agents"))
@@ -109,4 +111,30 @@ void lg_route_match(const char *method, size_t mlen, const char *path, size_t pl
         return set(r, LG_ROUTE_AGENT_EXECUTE, "POST", method, mlen);
     r->name = NULL;
     r->name_len = 0;
+}
+
+const char *lg_route_label(lg_route_id_t id)
+{
+    switch (id) {
+    case LG_ROUTE_NOT_FOUND: return "unmatched";
+    case LG_ROUTE_HEALTH: return "/health";
+    case LG_ROUTE_READY: return "/ready";
+    case LG_ROUTE_INFO: return "/info";
+    case LG_ROUTE_METRICS: return "/metrics";
+    case LG_ROUTE_AGENTS: return "/api/v1/agents";
+    case LG_ROUTE_AGENT: return "/api/v1/agents/{name}";
+    case LG_ROUTE_AGENT_EXECUTE: return "/api/v1/agents/{name}/execute";
+    case LG_ROUTE_EXECUTE: return "/api/v1/agent/execute";
+    case LG_ROUTE_EXECUTIONS: return "/api/v1/executions";
+    case LG_ROUTE_EXECUTION: return "/api/v1/executions/{id}";
+    case LG_ROUTE_KEYS: return "/api/v1/keys";
+    case LG_ROUTE_KEY: return "/api/v1/keys/{id}";
+    case LG_ROUTE_STATS: return "/api/v1/stats";
+    case LG_ROUTE_OAI_CHAT: return "/v1/chat/completions";
+    case LG_ROUTE_OAI_MODELS: return "/v1/models";
+    case LG_ROUTE_OAI_MODEL: return "/v1/models/{id}";
+    case LG_ROUTE_OPENAPI: return "/openapi.json";
+    case LG_ROUTE_DOCS: return "/docs";
+    }
+    return "other";
 }

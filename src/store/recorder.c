@@ -67,6 +67,7 @@ struct lg_recorder {
     char spill_path[512], replay_path[512];
     unsigned replay_seq;
     size_t written, spilled, rejected;
+    uint64_t spill_bytes;
     unsigned spill_logged;
 };
 
@@ -128,6 +129,7 @@ static int spill_list(lg_recorder_t *rc, lg_rec_t *list)
         lg_buf_append(&b, r->json, r->len);
         lg_buf_putc(&b, '\n');
     }
+    size_t b_len = b.len;
     int rc_w = write_all(rc->spill_fd, b.data, b.len);
     lg_buf_free(&b);
     if (rc_w != 0) {
@@ -140,6 +142,7 @@ static int spill_list(lg_recorder_t *rc, lg_rec_t *list)
         list = next;
     }
     rc->spilled += count;
+    rc->spill_bytes += b_len;
     rc->replay_check = 1;
     return 0;
 }
@@ -456,6 +459,7 @@ void lg_recorder_stats(const lg_recorder_t *rc, lg_recorder_stats_t *s)
     s->queued = rc->n + rc->nbatch;
     s->written = rc->written;
     s->spilled = rc->spilled;
+    s->spill_bytes = rc->spill_bytes;
     s->rejected = rc->rejected;
     s->away = rc->away;
 }

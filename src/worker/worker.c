@@ -14,6 +14,7 @@
 #include "luagent/agents.h"
 #include "luagent/jobs.h"
 #include "luagent/log.h"
+#include "luagent/metrics.h"
 #include "luagent/store.h"
 
 int lg_worker_listen(const char *var, const char *host, int port, char *err, size_t errlen)
@@ -137,6 +138,8 @@ int lg_worker_start(lg_worker_t *w)
     if (lg_rt_init(&w->rt, cfg, loop) != 0)
         return -1;
     w->rt.owner = w;
+    if (cfg->metrics)
+        lg_metrics_attach(&w->rt, w->index);
     if (cfg->database_url != NULL)
         w->rt.recorder = lg_recorder_new(&w->rt, cfg->spill_dir, w->index);
     if (cfg->redis_url != NULL)

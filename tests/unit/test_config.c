@@ -26,7 +26,8 @@ static const char *const ALL_VARS[] = {
     "LUAGENT_HEALTH_LISTEN", "LUAGENT_SPILL_DIR", "LUAGENT_CALLBACK_SECRET", "LUAGENT_LOG_FILE",
     "LUAGENT_DB_POOL_SIZE", "LUAGENT_RECORD_QUEUE", "LUAGENT_HISTORY_SIZE", "LUAGENT_SESSION_TTL_S",
     "LUAGENT_JOB_CONCURRENCY", "LUAGENT_JOB_CLAIM_MS", "LUAGENT_MAX_AGENT_DEPTH", "LUAGENT_WATCH",
-    "LUAGENT_DRAIN_DELAY_MS",
+    "LUAGENT_DRAIN_DELAY_MS", "LUAGENT_METRICS",
+    "LUAGENT_TRACING",
 };
 #define NALL (sizeof ALL_VARS / sizeof ALL_VARS[0])
 
@@ -199,7 +200,9 @@ static void test_print_defaults(void **state)
              "LUAGENT_MAX_AGENT_DEPTH=8\n"
              "LUAGENT_LOG_FILE=\n"
              "LUAGENT_WATCH=on\n"
-             "LUAGENT_DRAIN_DELAY_MS=0\n",
+             "LUAGENT_DRAIN_DELAY_MS=0\n"
+             "LUAGENT_METRICS=on\n"
+             "LUAGENT_TRACING=on\n",
              expected_workers());
     assert_string_equal(out, expected);
     free(out);
@@ -348,6 +351,8 @@ static const struct {
     {"LUAGENT_LOG_LEVEL", "warnings", "debug, info, warn or error"},
     {"LUAGENT_LOG_FORMAT", "xml", "json or text"},
     {"LUAGENT_AUTH", "none", "required or off"},
+    {"LUAGENT_METRICS", "maybe", "on or off"},
+    {"LUAGENT_TRACING", "yes please", "on or off"},
     {"LUAGENT_AUTH", "false", "required or off"},
     {"LUAGENT_RATE_LIMIT", "600", "N/min"},
     {"LUAGENT_RATE_LIMIT", "600/day", "N/min"},

@@ -20,6 +20,9 @@ static void test_static_routes(void **state)
     assert_int_equal(match("GET", "/health/").id, LG_ROUTE_HEALTH);
     assert_int_equal(match("HEAD", "/ready").id, LG_ROUTE_READY);
     assert_int_equal(match("GET", "/info").id, LG_ROUTE_INFO);
+    assert_int_equal(match("GET", "/metrics").id, LG_ROUTE_METRICS);
+    assert_string_equal(lg_route_label(LG_ROUTE_AGENT_EXECUTE), "/api/v1/agents/{name}/execute");
+    assert_string_equal(lg_route_label(LG_ROUTE_NOT_FOUND), "unmatched");
     assert_int_equal(match("GET", "/api/v1/agents").id, LG_ROUTE_AGENTS);
     assert_int_equal(match("GET", "/nope").id, LG_ROUTE_NOT_FOUND);
     assert_int_equal(match("GET", "/api/v1/stats").id, LG_ROUTE_STATS);

@@ -10,7 +10,7 @@
  * document is cached process-wide with the agents registry's generation it was built from: a hot swap
  * moves the generation, so the next request rebuilds it. Its ETag is a hash of the document.
  *
- * /docs is web/docs.html, embedded into the binary at build time (scripts/embed_file.lua): it fetches
+ * /docs is web/docs.html, embedded into the binary at build time (scripts/embed_text.lua): it fetches
  * /openapi.json and renders it with no external resource.
  */
 #ifndef LUAGENT_OPENAPI_H

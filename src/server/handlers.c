@@ -1016,10 +1016,10 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         lg_trace_request(req);
     lg_route_t route;
     lg_route_match(req->method.base, req->method.len, req->path_normalized.base, req->path_normalized.len, &route);
+    if (w->rt.metrics != NULL) /* before the static files: their 404 is counted as "unmatched" */
+        lg_metrics_route_hint(req, (int)route.id);
     if (route.id == LG_ROUTE_NOT_FOUND && lg_static_claims(req))
         return -1; /* the dashboard's files: the next handlers on "/" (static.c) */
-    if (w->rt.metrics != NULL)
-        lg_metrics_route_hint(req, (int)route.id);
     lg_principal_t who;
     int status, limit, window, limited = 0;
     if (route.id == LG_ROUTE_NOT_FOUND) {

@@ -11,7 +11,9 @@
 #include "luagent/server.h"
 #include "luagent/worker.h"
 
-#include "docs_html.h" /* LG_DOCS_HTML, LG_DOCS_HTML_LEN: web/docs.html (scripts/embed_file.lua) */
+#include "docs_html.h" /* LG_TEXT_docs: web/docs.html (scripts/embed_text.lua) */
+#define LG_DOCS_HTML LG_TEXT_docs
+#define LG_DOCS_HTML_LEN (sizeof(LG_TEXT_docs) - 1)
 
 /* JSON written as C tokens: J("a": [1, "b"]) is the string "\"a\": [1, \"b\"]". The preprocessor
  * escapes the quotes; text inside must not hold an apostrophe (write ’). */

@@ -322,11 +322,13 @@ int lg_server_run(const lg_config_t *cfg)
         fprintf(stderr, "luagent: %s\n", err0);
         return 2;
     }
+    lg_jwt_keys_t *keys = NULL;
     if ((cfg->jwt_secret != NULL || cfg->jwt_public_key != NULL) &&
-        (S.jwt_keys = lg_jwt_keys_load(cfg, err0, sizeof(err0))) == NULL) {
+        (keys = lg_jwt_keys_load(cfg, err0, sizeof(err0))) == NULL) {
         fprintf(stderr, "luagent: %s\n", err0);
         return 2;
     }
+    atomic_store(&S.jwt_keys, keys);
     lg_history_init((size_t)cfg->history_size);
     lg_cache_init();
 

@@ -47,7 +47,7 @@ static int not_found(h2o_handler_t *self, h2o_req_t *req)
     uint64_t start_ns = lg_now_mono_ns();
     char request_id[72];
     lg_request_id(req, request_id);
-    req->res.headers = (h2o_headers_t){NULL}; /* drop the static files' headers; the reply sets its own */
+    memset(&req->res.headers, 0, sizeof(req->res.headers)); /* drop the static files' headers; the reply sets its own */
     lg_reply_error(req, 404, "not_found", "no such route or file", request_id);
     lg_access_log(req, 404, request_id, start_ns, NULL, NULL, NULL);
     return 0;

@@ -33,7 +33,7 @@ COMPOSE = REPO / "docker-compose.yml"
 COMPOSE_ENV_EXAMPLE = REPO / "docker" / "compose.env.example"
 K8S = REPO / "docker" / "k8s"
 APP_NAME = "luagent"
-COMPOSE_SERVICES = {"app", "postgres", "redis", "windmill-db", "windmill-server", "windmill-worker"}
+COMPOSE_SERVICES = {"luagent", "postgres", "redis", "windmill-db", "windmill-server", "windmill-worker"}
 SANITIZER_RUNTIMES = re.compile(r"^lib(asan|ubsan|lsan|tsan)\.so")
 
 
@@ -517,13 +517,13 @@ class ComposeTest(unittest.TestCase):
                     used.add(src)
         self.assertTrue(used, "no named volumes")
         self.assertEqual(used - declared, set(), "volumes used but not declared")
-        for name in ("app", "postgres", "redis", "windmill-db"):
+        for name in ("luagent", "postgres", "redis", "windmill-db"):
             self.assertTrue(any(not str(v).startswith(("/", ".")) for v in services[name].get("volumes", [])),
                             f"{name} keeps no data in a named volume")
 
     def test_app_service(self):
         cfg = self.resolved()
-        app = cfg["services"]["app"]
+        app = cfg["services"]["luagent"]
         self.assertEqual(app["build"]["dockerfile"], "docker/Dockerfile")
         self.assertTrue((REPO / app["build"]["dockerfile"]).exists())
         self.assertIs(app.get("read_only"), True)
@@ -558,14 +558,14 @@ class ComposeTest(unittest.TestCase):
             self.assertEqual(s[name]["depends_on"]["windmill-db"], {"condition": "service_healthy"})
         self.assertEqual(s["windmill-worker"]["depends_on"]["windmill-server"], {"condition": "service_healthy"})
         self.assertEqual(s["windmill-db"]["environment"]["POSTGRES_PASSWORD"], "wm-test-pw")
-        self.assertNotIn("app", s["windmill-server"].get("depends_on", {}))
+        self.assertNotIn("luagent", s["windmill-server"].get("depends_on", {}))
 
     def test_source_file(self):
         """What `config` resolves away: env_file, ${VAR} names, LUAGENT_* names, windmill/ not mounted."""
         need_yaml(self)
         raw = yaml.safe_load(COMPOSE.read_text())
-        self.assertEqual(raw["services"]["app"]["env_file"], ".env")
-        unknown = set(raw["services"]["app"]["environment"]) - known_env_names()
+        self.assertEqual(raw["services"]["luagent"]["env_file"], ".env")
+        unknown = set(raw["services"]["luagent"]["environment"]) - known_env_names()
         self.assertEqual(unknown, set(), "the app is given variables the server does not read")
         text = "\n".join(l for l in COMPOSE.read_text().splitlines() if not l.lstrip().startswith("#"))
         documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", COMPOSE_ENV_EXAMPLE.read_text(), re.M))

@@ -489,6 +489,42 @@ def parse_http_response(data):
     return status, headers, body
 
 
+def keys_cli(keys_file, *args):
+    """`luagent keys ARGS...` on the keys file `keys_file` (LUAGENT_API_KEYS_FILE)."""
+    return subprocess.run([str(BIN), "keys", *args], env=base_env({"LUAGENT_API_KEYS_FILE": keys_file}),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
+
+
+class WithKeys:
+    """Mixin, before ServerTestCase: authentication required, API keys in a file of the class's own
+    (cls.keys_file), and for each role in KEY_ROLES a key made with `luagent keys create` before the
+    server starts, as cls.<role> (cls.admin, cls.operator, cls.viewer)."""
+
+    KEY_ROLES = ("viewer", "operator")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
+        for role in cls.KEY_ROLES:
+            r = keys_cli(cls.keys_file, "create", "--name", f"test {role}", "--role", role)
+            assert r.returncode == 0, r.stderr
+            setattr(cls, role, json.loads(r.stdout)["key"])
+        cls.ENV = {**cls.ENV, "LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file}
+        try:
+            super().setUpClass()
+        except BaseException:
+            shutil.rmtree(cls.keys_dir, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.keys_dir, ignore_errors=True)
+
+
 class ServerTestCase(unittest.TestCase):
     """One server per class. Subclasses set AGENTS ({name: source}), FIXTURES, ENV, WORKERS."""
 

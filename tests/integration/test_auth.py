@@ -8,19 +8,13 @@ import subprocess
 import tempfile
 import time
 
-from .harness import BIN, SLOW, ServerTestCase, base_env
+from .harness import BIN, ServerTestCase, base_env, keys_cli
 
 WHO = r'''
 return { execute = function(task, ctx) return {id = ctx.user.id, role = ctx.user.role} end }
 '''
 
 KEY_RE = re.compile(r"^lg_[A-Za-z0-9_-]{43}$")
-
-
-def keys_cli(keys_file, *args):
-    out = subprocess.run([str(BIN), "keys", *args], env=base_env({"LUAGENT_API_KEYS_FILE": keys_file}),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
-    return out
 
 
 class AuthTests(ServerTestCase):

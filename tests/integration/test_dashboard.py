@@ -6,7 +6,6 @@ here), and the authoring commands `luagent new` / `luagent test` on a scratch di
 import http.client
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -16,9 +15,8 @@ import unittest
 import uuid
 from pathlib import Path
 
-from .harness import BIN, REPO, SLOW, Server, ServerTestCase, base_env, require_binary
+from .harness import BIN, REPO, SLOW, ServerTestCase, WithKeys, base_env, require_binary
 from .services import shared_postgres
-from .test_auth import keys_cli
 from .test_recording import PASSWORD, pg_url
 
 INDEX = "<!doctype html><title>t</title><script type=module src=app.js></script>\n"
@@ -273,26 +271,8 @@ def iso_to_ms(s):
     return round(d.timestamp() * 1000)
 
 
-class StatsMemoryTests(StatsHelpers, ServerTestCase):
+class StatsMemoryTests(StatsHelpers, WithKeys, ServerTestCase):
     AGENTS = {"a": QUICK, "b": QUICK}
-
-    @classmethod
-    def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
-        cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
-        for role in ("viewer", "operator"):
-            r = keys_cli(cls.keys_file, "create", "--name", role, "--role", role)
-            assert r.returncode == 0, r.stderr
-            setattr(cls, role, json.loads(r.stdout)["key"])
-        cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file}
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.keys_dir, ignore_errors=True)
 
     def test_counts_and_percentiles_per_agent_over_time(self):
         r0 = self.stats("15m", self.viewer)

@@ -4,7 +4,6 @@ the result cache and luagent.cache) and every counter must move by exactly what 
 viewer role on the main listener, the public health listener, LUAGENT_METRICS=off."""
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import uuid
 
 from tests.fakes.providers import FakeProviders
 
-from .harness import BIN, REPO, SLOW, ServerTestCase, base_env, free_port
+from .harness import REPO, SLOW, ServerTestCase, WithKeys, free_port
 
 ECHO = 'return {execute = function(task, ctx) return task end}'
 FAIL = 'return {execute = function(task, ctx) error("boom") end}'
@@ -218,30 +217,11 @@ class MetricsTests(ServerTestCase):
             c.close()
 
 
-class MetricsAuthTests(ServerTestCase):
+class MetricsAuthTests(WithKeys, ServerTestCase):
     """On the main listener /metrics needs the viewer role."""
     WORKERS = 1
     AGENTS = {"echo": ECHO}
-
-    @classmethod
-    def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
-        keys_file = os.path.join(cls.keys_dir, "api_keys")
-        cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": keys_file}
-        for role in ("viewer",):
-            out = subprocess.run([str(BIN), "keys", "create", "--name", "metrics viewer", "--role", role],
-                                 env=base_env({"LUAGENT_API_KEYS_FILE": keys_file}), capture_output=True,
-                                 text=True, timeout=30 * SLOW)
-            assert out.returncode == 0, out.stderr
-            cls.viewer = json.loads(out.stdout)["key"]
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.keys_dir, ignore_errors=True)
+    KEY_ROLES = ("viewer",)
 
     def test_viewer_role_needed(self):
         r = self.server.request("GET", "/metrics")

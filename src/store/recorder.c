@@ -24,17 +24,20 @@
 #define RETRY_MS 1000
 #define REPLAY_CHUNK (256u << 10)
 
+/* json_to_recordset parses each record once into typed columns (a `j->>'field'` per column would
+ * parse the record's text again for every one of them: most of Postgres's time under load). */
 static const char INSERT_SQL[] =
     "WITH recs AS ("
-    " SELECT DISTINCT ON (j->>'execution_id') j FROM json_array_elements($1::json) AS a(j)"
-    " ORDER BY j->>'execution_id', CASE j->>'status' WHEN 'queued' THEN 0 WHEN 'running' THEN 1 ELSE 2 END DESC"
+    " SELECT DISTINCT ON (r.execution_id) r.* FROM json_to_recordset($1::json) AS r(execution_id uuid, agent text,"
+    "  version text, status text, mode text, task json, context json, result json, error json, usage json,"
+    "  duration_ms float8, \"user\" json, parent_id uuid, request_id text, created_at timestamptz,"
+    "  started_at timestamptz, finished_at timestamptz, events json)"
+    " ORDER BY r.execution_id, CASE r.status WHEN 'queued' THEN 0 WHEN 'running' THEN 1 ELSE 2 END DESC"
     "), ins AS ("
     " INSERT INTO executions AS x (id, agent, version, status, mode, task, context, result, error, usage, duration_ms,"
     "  \"user\", parent_id, request_id, created_at, started_at, finished_at)"
-    " SELECT (j->>'execution_id')::uuid, j->>'agent', j->>'version', j->>'status', j->>'mode', j->'task',"
-    "  j->'context', j->'result', j->'error', j->'usage', (j->>'duration_ms')::float8, j->'user',"
-    "  (j->>'parent_id')::uuid, j->>'request_id', (j->>'created_at')::timestamptz, (j->>'started_at')::timestamptz,"
-    "  (j->>'finished_at')::timestamptz FROM recs"
+    " SELECT execution_id, agent, version, status, mode, task, context, result, error, usage, duration_ms, \"user\","
+    "  parent_id, request_id, created_at, started_at, finished_at FROM recs"
     " ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, status = EXCLUDED.status, task = EXCLUDED.task,"
     "  context = EXCLUDED.context, result = EXCLUDED.result, error = EXCLUDED.error, usage = EXCLUDED.usage,"
     "  duration_ms = EXCLUDED.duration_ms, \"user\" = EXCLUDED.\"user\", started_at = EXCLUDED.started_at,"
@@ -44,8 +47,8 @@ static const char INSERT_SQL[] =
     " RETURNING 1"
     "), ev AS ("
     " INSERT INTO execution_events (execution_id, seq, type, at, data)"
-    " SELECT (j->>'execution_id')::uuid, (e->>'seq')::int, e->>'type', (e->>'at')::timestamptz, e->'data'"
-    " FROM recs, json_array_elements(COALESCE(j->'events', '[]'::json)) AS e"
+    " SELECT recs.execution_id, e.seq, e.type, e.at, e.data FROM recs,"
+    "  json_to_recordset(COALESCE(recs.events, '[]'::json)) AS e(seq int, type text, at timestamptz, data json)"
     " ON CONFLICT DO NOTHING RETURNING 1"
     ") SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM ev)";
 

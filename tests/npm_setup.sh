@@ -1,4 +1,4 @@
-# Sourced by tests/sdk/run.sh and tests/jwt/run.sh, in the directory holding package-lock.json:
+# Sourced by the node test runners (tests/*/run.sh), in the directory holding package-lock.json:
 # npm_setup NAME makes sure node and npm are there (installing Debian's as root when missing) and
 # installs exactly what the lock file says, reusing node_modules when it already matches. It trusts
 # the system CA store (where a machine's TLS-inspecting proxy CA lives), not only Node's built-in
@@ -19,12 +19,11 @@ npm_setup() {
     export npm_config_cafile=${npm_config_cafile:-/etc/ssl/certs/ca-certificates.crt}
   fi
   if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    if ! npm ci --no-audit --no-fund --prefer-offline --loglevel=error; then
-      if ! npm ping >/dev/null 2>&1; then
-        echo "$name: SKIPPED: the npm registry cannot be reached from this machine (npm ping failed)"
-        exit 77
-      fi
-      exit 1
+    # one quick ping first: npm ci against an unreachable registry retries for minutes
+    if ! npm ping --fetch-retries=1 --fetch-timeout=20000 >/dev/null 2>&1; then
+      echo "$name: SKIPPED: the npm registry cannot be reached from this machine (npm ping failed)"
+      exit 77
     fi
+    npm ci --no-audit --no-fund --prefer-offline --loglevel=error || exit 1
   fi
 }

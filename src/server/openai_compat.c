@@ -118,17 +118,25 @@ int lg_openai_models_route(h2o_req_t *req, const lg_route_t *route, const lg_pri
 
 /* ---- the answer ---- */
 
-/* `data: {"id",…,"choices":[{"index":0,"delta":` — a chunk up to its delta. */
-static void chunk_open(lg_buf_t *b, lg_exec_t *e)
+/* `{"id","object","created","model","system_fingerprint","choices":[{"index":0,` of a completion or a chunk */
+static void completion_head(lg_buf_t *b, lg_exec_t *e, const char *object)
 {
-    lg_buf_lit(b, "data: {\"id\":\"chatcmpl-");
+    lg_buf_lit(b, "{\"id\":\"chatcmpl-");
     lg_buf_append(b, e->id, strlen(e->id));
-    lg_buf_printf(b, "\",\"object\":\"chat.completion.chunk\",\"created\":%llu,\"model\":",
+    lg_buf_printf(b, "\",\"object\":\"%s\",\"created\":%llu,\"model\":", object,
                   (unsigned long long)(e->started_ms / 1000));
     lg_buf_json_str(b, e->agent, strlen(e->agent));
     lg_buf_lit(b, ",\"system_fingerprint\":");
     lg_buf_json_str(b, e->version, strlen(e->version));
-    lg_buf_lit(b, ",\"choices\":[{\"index\":0,\"delta\":");
+    lg_buf_lit(b, ",\"choices\":[{\"index\":0,");
+}
+
+/* `data: {"id",…,"choices":[{"index":0,"delta":` — a chunk up to its delta. */
+static void chunk_open(lg_buf_t *b, lg_exec_t *e)
+{
+    lg_buf_lit(b, "data: ");
+    completion_head(b, e, "chat.completion.chunk");
+    lg_buf_lit(b, "\"delta\":");
 }
 
 /* ... and the rest of it: the finish reason (JSON text) and, with include_usage, "usage":null. */
@@ -185,14 +193,8 @@ static void content_of(lg_exec_t *e, const lg_buf_t *b, size_t roff, size_t rlen
 
 static void write_completion(lg_exec_t *e, const lg_buf_t *c, const lg_buf_t *finish, lg_buf_t *out)
 {
-    lg_buf_lit(out, "{\"id\":\"chatcmpl-");
-    lg_buf_append(out, e->id, strlen(e->id));
-    lg_buf_printf(out, "\",\"object\":\"chat.completion\",\"created\":%llu,\"model\":",
-                  (unsigned long long)(e->started_ms / 1000));
-    lg_buf_json_str(out, e->agent, strlen(e->agent));
-    lg_buf_lit(out, ",\"system_fingerprint\":");
-    lg_buf_json_str(out, e->version, strlen(e->version));
-    lg_buf_lit(out, ",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    completion_head(out, e, "chat.completion");
+    lg_buf_lit(out, "\"message\":{\"role\":\"assistant\",\"content\":");
     lg_buf_append(out, c->data, c->len);
     lg_buf_lit(out, ",\"refusal\":null},\"logprobs\":null,\"finish_reason\":");
     lg_buf_append(out, finish->data, finish->len);

@@ -58,9 +58,15 @@ h2o_pathconf_t *lg_handlers_register(h2o_hostconf_t *hostconf);
 
 /* ---- the dashboard's static files (static.c) ---- */
 
-/** Register, after the API handler on `pathconf`, h2o's file handler for `web_dir` (skipped with a
- *  log line when it is not a directory) and a last handler that answers 404 not_found in JSON. */
+/** Register, after the API handler on `pathconf`, the handler of `web_dir`'s files (read into
+ *  memory now; a log line when it is not a directory) which answers 404 not_found in JSON for
+ *  anything else. */
 void lg_static_register(h2o_pathconf_t *pathconf, const char *web_dir);
+/** Main thread: read the web directory again (a change under it, SIGHUP). */
+void lg_static_reload(void);
+/** The web directory being served (its real path), NULL when none. */
+const char *lg_static_dir(void);
+void lg_static_free(void);
 /** For a request that matched no route: 1 when it is the static files' to answer (GET or HEAD,
  *  outside /api/ and /v1/; their security and cache headers are added), else 0. */
 int lg_static_claims(h2o_req_t *req);

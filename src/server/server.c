@@ -41,7 +41,22 @@ static void raise_fd_limit(void)
     }
 }
 
-/* Main thread: rescan the agents directory whenever inotify says something changed in it. */
+/* Main thread: read the agents, the providers and the dashboard's files again (watching any
+ * directory that appeared). */
+static void reload_scripts(int ifd, const lg_config_t *cfg)
+{
+    if (ifd >= 0) {
+        lg_inotify_watch_tree(ifd, cfg->agents_dir);
+        lg_inotify_watch_tree(ifd, cfg->providers_dir);
+        if (lg_static_dir() != NULL)
+            lg_inotify_watch_tree(ifd, lg_static_dir());
+    }
+    lg_registry_scan(LG_SCRIPT_AGENT);
+    lg_registry_scan(LG_SCRIPT_PROVIDER);
+    lg_static_reload();
+}
+
+/* Main thread: reload whenever inotify says something changed in a watched directory. */
 static void on_scripts_changed(int ifd, const lg_config_t *cfg)
 {
     int relevant = lg_inotify_drain(ifd);
@@ -49,12 +64,8 @@ static void on_scripts_changed(int ifd, const lg_config_t *cfg)
     struct pollfd p = {.fd = ifd, .events = POLLIN};
     while (poll(&p, 1, 5) > 0)
         relevant |= lg_inotify_drain(ifd);
-    if (!relevant)
-        return;
-    lg_inotify_watch_tree(ifd, cfg->agents_dir);
-    lg_inotify_watch_tree(ifd, cfg->providers_dir);
-    lg_registry_scan(LG_SCRIPT_AGENT);
-    lg_registry_scan(LG_SCRIPT_PROVIDER);
+    if (relevant)
+        reload_scripts(ifd, cfg);
 }
 
 /* Migrations run before the workers start; when the database cannot be reached then, the server
@@ -146,16 +157,6 @@ static void config_destroy(void *p)
 }
 
 static void jwt_keys_destroy(void *p) { lg_jwt_keys_free(p); }
-
-static void reload_scripts(int ifd, const lg_config_t *cfg)
-{
-    if (ifd >= 0) {
-        lg_inotify_watch_tree(ifd, cfg->agents_dir);
-        lg_inotify_watch_tree(ifd, cfg->providers_dir);
-    }
-    lg_registry_scan(LG_SCRIPT_AGENT);
-    lg_registry_scan(LG_SCRIPT_PROVIDER);
-}
 
 static void reload(int ifd)
 {
@@ -338,6 +339,8 @@ int lg_server_run(const lg_config_t *cfg)
     S.globalconf.max_request_entity_size = cfg->max_body_bytes * 2 + (1 << 20);
     h2o_hostconf_t *host = h2o_config_register_host(&S.globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     lg_static_register(lg_handlers_register(host), cfg->web_dir);
+    if (ifd >= 0 && lg_static_dir() != NULL)
+        lg_inotify_watch_tree(ifd, lg_static_dir());
     S.main_hosts[0] = host;
     if (S.health_host != NULL) {
         /* in the globalconf so every context initialises it, but only in the health listener's list */
@@ -407,6 +410,7 @@ int lg_server_run(const lg_config_t *cfg)
     lg_keys_shutdown();
     lg_jwt_keys_free(S.jwt_keys);
     free_retired();
+    lg_static_free();
     lg_rate_free();
     lg_kv_free();
     lg_jobs_free();

@@ -43,7 +43,7 @@ return {description = "No input schema: any task", execute = function(task) retu
 LUA
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-(cd "$work" && env -u DATABASE_URL -u REDIS_URL LUAGENT_LISTEN="127.0.0.1:$port" LUAGENT_AGENTS_DIR="$work/agents" \
+(cd "$work" && exec env -u DATABASE_URL -u REDIS_URL LUAGENT_LISTEN="127.0.0.1:$port" LUAGENT_AGENTS_DIR="$work/agents" \
   LUAGENT_PROVIDERS_DIR="$work/providers" LUAGENT_AUTH=required LUAGENT_API_KEYS_FILE="$work/api_keys" \
   LUAGENT_WORKERS=1 LUAGENT_LOG_LEVEL=warn "$BIN" serve >"$work/stdout" 2>"$work/stderr") &
 pid=$!

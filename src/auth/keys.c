@@ -540,6 +540,44 @@ static void *reload_main(void *arg)
     return NULL;
 }
 
+/* The first admin key, made when there is no live key at all. With Postgres, replicas starting
+ * together must not each make one: the check and the insert run in one transaction behind an
+ * advisory lock (the INSERT's own snapshot would not see a key another replica committed while it
+ * waited). 1: made (key/id filled), 0: another server made one meanwhile, -1: err. */
+static int first_admin(const lg_config_t *cfg, char *key, char *id, char *err, size_t errlen)
+{
+    if (store_of(cfg) != STORE_DB)
+        return lg_keys_create(cfg, "admin (first start)", LG_ROLE_ADMIN, 0, 0, 0, NULL, key, id, err, errlen) == 0 ? 1 : -1;
+    static const char sql[] =
+        "INSERT INTO api_keys (id, name, key_hash, prefix, role, rate_limit, rate_window_s, expires_at, agents)"
+        " SELECT $1::uuid, $2, $3, $4, $5, $6::int, $7::int, to_timestamp($8::bigint / 1000.0),"
+        " string_to_array(nullif($9, ''), ',') WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE revoked_at IS NULL)";
+    lg_newkey_t *nk = lg_keys_new("admin (first start)", LG_ROLE_ADMIN, 0, 0, 0, NULL, key);
+    memcpy(id, nk->k.id, sizeof(nk->k.id));
+    const char *p[9];
+    lg_keys_insert_params(nk, p);
+    PGresult *r = NULL;
+    PGconn *c = db_connect(cfg, err, errlen);
+    int rc = c == NULL ? -1 : db_exec(c, "BEGIN", 0, NULL, NULL, err, errlen), made = 0;
+    if (rc == 0)
+        rc = db_exec(c, "SELECT pg_advisory_xact_lock(7431277301)", 0, NULL, NULL, err, errlen);
+    if (rc == 0 && (rc = db_exec(c, sql, 9, p, &r, err, errlen)) == 0) {
+        made = atoi(PQcmdTuples(r)) > 0;
+        PQclear(r);
+        rc = db_exec(c, "COMMIT", 0, NULL, NULL, err, errlen);
+    }
+    PQfinish(c);
+    if (rc != 0 || !made) {
+        free(nk);
+        apikey_t *v;
+        size_t n;
+        if (rc == 0 && load(cfg, &v, &n, err, errlen) == 0) /* the key the other server made */
+            table_set(v, n);
+        return rc == 0 ? 0 : -1;
+    }
+    return lg_keys_keep(cfg, nk, err, errlen) == 0 ? 1 : -1;
+}
+
 int lg_keys_init(const lg_config_t *cfg, char *err, size_t errlen)
 {
     K.cfg = cfg;
@@ -558,13 +596,19 @@ int lg_keys_init(const lg_config_t *cfg, char *err, size_t errlen)
         live += !K.v[i].revoked;
     if (cfg->auth == LG_AUTH_REQUIRED && loaded && live == 0) {
         char key[LG_KEY_LEN + 1], id[40];
-        if (lg_keys_create(cfg, "admin (first start)", LG_ROLE_ADMIN, 0, 0, 0, NULL, key, id, err, errlen) != 0)
+        int made = first_admin(cfg, key, id, err, errlen);
+        if (made < 0)
             return -1;
-        printf("admin API key: %s\n", key);
-        fflush(stdout);
-        lg_log(LG_LOG_WARN, "no API keys: created an admin key (id %s), printed once on stdout%s", id,
-               K.store == STORE_MEMORY ? "; it lives in memory only: set DATABASE_URL or LUAGENT_API_KEYS_FILE to keep keys"
-                                       : "");
+        if (made == 0) {
+            lg_log(LG_LOG_INFO, "no API keys at start, but another server made the first admin key meanwhile");
+        } else {
+            printf("admin API key: %s\n", key);
+            fflush(stdout);
+            lg_log(LG_LOG_WARN, "no API keys: created an admin key (id %s), printed once on stdout%s", id,
+                   K.store == STORE_MEMORY
+                       ? "; it lives in memory only: set DATABASE_URL or LUAGENT_API_KEYS_FILE to keep keys"
+                       : "");
+        }
     }
     if (K.store != STORE_MEMORY) /* keys made or revoked elsewhere (the CLI, other replicas) */
         K.reloader_started = pthread_create(&K.reloader, NULL, reload_main, (void *)cfg) == 0;

@@ -7,6 +7,7 @@ import re
 import subprocess
 import tempfile
 import time
+import unittest
 
 from .harness import BIN, ServerTestCase, base_env, keys_cli
 
@@ -410,3 +411,27 @@ class RedactionTests(ServerTestCase):
         for secret in markers + [self.SECRET, "sk-openai-marker-123", "callback-marker-456"]:
             self.assertNotIn(secret, text)
         self.assertTrue(all(r.status in (200, 401, 404) for r in replies), [r.status for r in replies])
+
+
+class FirstAdminAcrossReplicasTests(unittest.TestCase):
+    """Replicas starting together on an empty key table make one admin key between them, not one each."""
+
+    def test_three_replicas_make_one_admin_key(self):
+        from .harness import Server
+        from .services import shared_postgres
+        pg = shared_postgres()
+        db = pg.new_database("first")
+        servers = [Server(fixtures=("echo",), env={"LUAGENT_AUTH": "required", "DATABASE_URL": pg.url(db)}, workers=1)
+                   for _ in range(3)]
+        for s in servers:
+            self.addCleanup(s.cleanup)
+        for s in servers:  # all three before any is up
+            s.start(wait=False)
+        for s in servers:
+            s.wait_healthy()
+        printed = [m for s in servers for m in re.findall(r"^admin API key: (\S+)$", open(s.out_path).read(), re.M)]
+        self.assertEqual(1, len(printed), printed)
+        self.assertEqual([("1",)], [tuple(map(str, r)) for r in pg.query("select count(*) from api_keys", db=db)])
+        for s in servers:  # every replica knows it (the others read it back at start)
+            r = s.request("GET", "/api/v1/agents", headers={"Authorization": f"Bearer {printed[0]}"})
+            self.assertEqual(200, r.status, r.describe())

@@ -461,11 +461,19 @@ static int start_h2o(lua_State *L, http_req_t *r, const char *url, const char *m
     h2o_url_t u;
     if (h2o_url_parse(url, strlen(url), &u) != 0 || method[0] == '\0' || strcmp(method, "HEAD") == 0)
         return -1;
-    lg_buf_t b = {0};
-    lg_buf_printf(&b, "%s %.*s HTTP/1.1\r\nHost: %.*s\r\n", method, (int)u.path.len, u.path.base, (int)u.authority.len,
-                  u.authority.base);
-    if (body != NULL || strcmp(method, "GET") != 0)
-        lg_buf_printf(&b, "Content-Length: %zu\r\n", body != NULL ? blen : 0);
+    lg_buf_t b = {0}; /* appends, not printf: this runs for every provider call */
+    lg_buf_reserve(&b, 128 + u.path.len + u.authority.len + headers->len + blen);
+    lg_buf_append(&b, method, strlen(method));
+    lg_buf_putc(&b, ' ');
+    lg_buf_append(&b, u.path.base, u.path.len);
+    lg_buf_lit(&b, " HTTP/1.1\r\nHost: ");
+    lg_buf_append(&b, u.authority.base, u.authority.len);
+    lg_buf_lit(&b, "\r\n");
+    if (body != NULL || strcmp(method, "GET") != 0) {
+        lg_buf_lit(&b, "Content-Length: ");
+        lg_buf_u64(&b, body != NULL ? blen : 0);
+        lg_buf_lit(&b, "\r\n");
+    }
     lg_buf_append(&b, headers->data, headers->len);
     lg_buf_lit(&b, "\r\n");
     if (body != NULL)
@@ -522,15 +530,21 @@ static int http_raw_request(lua_State *L)
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2) != 0) {
-            const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            const char *value = lua_isstring(L, -1) ? lua_tostring(L, -1) : NULL;
-            if (name == NULL || value == NULL || !valid_header_name(name) || strpbrk(value, "\r\n") != NULL) {
+            size_t nlen = 0, vlen = 0;
+            const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &nlen) : NULL;
+            const char *value = lua_isstring(L, -1) ? lua_tolstring(L, -1, &vlen) : NULL;
+            /* no NUL inside either (the checks below read C strings; the bytes are copied by length) */
+            if (name == NULL || value == NULL || strlen(name) != nlen || strlen(value) != vlen ||
+                !valid_header_name(name) || strpbrk(value, "\r\n") != NULL) {
                 lg_buf_free(&lines);
                 return luaL_error(L, "luagent.http.request: bad header %s", name ? name : "(not a string)");
             }
             has_ct |= strcasecmp(name, "content-type") == 0;
             has_tp |= strcasecmp(name, "traceparent") == 0;
-            lg_buf_printf(&lines, "%s: %s\r\n", name, value);
+            lg_buf_append(&lines, name, nlen);
+            lg_buf_lit(&lines, ": ");
+            lg_buf_append(&lines, value, vlen);
+            lg_buf_lit(&lines, "\r\n");
             lua_pop(L, 1);
         }
     }

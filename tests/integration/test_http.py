@@ -217,7 +217,9 @@ class HttpTests(ServerTestCase):
 
     def test_misuse_is_an_agent_error(self):
         for task in ({"url": "ftp://example.com/"}, {"url": self.up.url, "headers": {"Bad Name": "x"}},
-                     {"url": self.up.url, "headers": {"X": "a\r\nInjected: yes"}}, {"url": self.up.url, "method": "get"}):
+                     {"url": self.up.url, "headers": {"X": "a\r\nInjected: yes"}},
+                     {"url": self.up.url, "headers": {"X": "a\u0000\r\nInjected: yes"}},
+                     {"url": self.up.url, "method": "get"}):
             r = self.fetch(**task)
             self.assertEqual(500, r.status, r.describe())
             self.assertEqual("agent_error", r.body["error"]["code"])

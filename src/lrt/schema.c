@@ -413,6 +413,79 @@ static int prop_cmp(const void *a, const void *b)
 
 static lg_schema_t *compile_node(cctx_t *c, int idx, int depth);
 
+
+/* glibc's regcomp expands repetitions by copying the repeated part (`x+` is `xx*`, `x{3,5}` is
+ * `xxx` and two optional copies), so stacked or nested ones grow a pattern exponentially (a
+ * fuzzer's `[a-z]*+++...+` took gigabytes). Estimate the expanded size first, roughly as regcomp
+ * builds it: an atom (a character, an escape, a bracket expression) is 1, a group its contents,
+ * `+` doubles the preceding atom, `{n,m}` multiplies it by max(n, m) (n + 1 when m is open). */
+#define PATTERN_NODES 20000
+#define PATTERN_NODES_S "20000"
+#define PATTERN_DEPTH 64
+
+static int pattern_size_ok(const char *p)
+{
+    double total[PATTERN_DEPTH + 1], last[PATTERN_DEPTH + 1]; /* per open group: its size so far, its last atom */
+    int d = 0;
+    total[0] = last[0] = 0;
+    for (; *p; p++) {
+        double atom = 1;
+        switch (*p) {
+        case '(':
+            if (++d > PATTERN_DEPTH)
+                return 0;
+            total[d] = last[d] = 0;
+            continue;
+        case ')':
+            if (d == 0)
+                break; /* regcomp reports it */
+            atom = total[d--];
+            break;
+        case '\\':
+            if (p[1] != '\0')
+                p++;
+            break;
+        case '[': /* to the closing ']' ("[]...]" and "[^]...]" keep a leading ']') */
+            p += p[1] == '^' ? 2 : 1;
+            if (*p == ']')
+                p++;
+            while (*p && *p != ']')
+                p += (*p == '[' && (p[1] == ':' || p[1] == '.' || p[1] == '=') && strchr(p + 2, ']')) ? strchr(p + 2, ']') - p + 1 : 1;
+            if (*p == '\0')
+                return 1; /* unterminated: regcomp reports it */
+            break;
+        case '+':
+            total[d] += last[d], last[d] *= 2;
+            goto check;
+        case '{': {
+            char *end;
+            unsigned long lo = strtoul(p + 1, &end, 10), hi = lo;
+            if (*end == ',')
+                hi = end[1] == '}' ? lo + 1 : strtoul(end + 1, &end, 10);
+            else if (*end != '}')
+                break; /* not a bound: a literal '{' */
+            if (*end == ',')
+                end++;
+            double k = (double)(hi > lo ? hi : lo);
+            total[d] += last[d] * (k > 1 ? k - 1 : 0), last[d] *= k;
+            p = strchr(p, '}') ? strchr(p, '}') : p;
+            goto check;
+        }
+        case '*':
+        case '?':
+        case '|':
+            continue;
+        default:
+            break;
+        }
+        total[d] += atom, last[d] = atom;
+    check:
+        if (total[d] > PATTERN_NODES || last[d] > PATTERN_NODES)
+            return 0;
+    }
+    return 1;
+}
+
 static int compile_keyword(cctx_t *c, lg_schema_t *s, const char *key, int v, int depth)
 {
     lua_State *L = c->L;
@@ -439,6 +512,8 @@ static int compile_keyword(cctx_t *c, lg_schema_t *s, const char *key, int v, in
         const char *p = lua_type(L, v) == LUA_TSTRING ? lua_tolstring(L, v, &n) : NULL;
         if (p == NULL || strlen(p) != n)
             return fail(c, "%s", "must be a string (a POSIX extended regular expression)");
+        if (!pattern_size_ok(p))
+            return fail(c, "%s", "is too complex (repetitions expand it past " PATTERN_NODES_S " nodes)");
         int rc = regcomp(&s->re, p, REG_EXTENDED | REG_NOSUB);
         if (rc != 0) {
             char why[160];

@@ -400,6 +400,11 @@ static void test_malformed(void **state)
     malformed(L, "{properties = {s = {pattern = '(unclosed'}}}",
               "/properties/s/pattern: not a valid POSIX extended regular expression: Unmatched ( or \\(");
     malformed(L, "{pattern = 5}", "/pattern: must be a string (a POSIX extended regular expression)");
+    /* repetitions regcomp would expand past memory (found by tests/fuzz: gigabytes for the first) */
+    malformed(L, "{pattern = '^[a-z]*+++++++++++++++++++++++++++++++++++$'}",
+              "/pattern: is too complex (repetitions expand it past 20000 nodes)");
+    malformed(L, "{pattern = '((a{100}){100}){100}'}", "/pattern: is too complex (repetitions expand it past 20000 nodes)");
+    lg_schema_free(ok_schema(L, "{pattern = '^([a-z]{2,8}-)?[0-9]{1,4}$'}"));
     malformed(L, "{minimum = '1'}", "/minimum: must be a number");
     malformed(L, "{exclusiveMaximum = true}", "/exclusiveMaximum: must be a number");
     malformed(L, "{maximum = 1/0}", "/maximum: must be a number");

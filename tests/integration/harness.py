@@ -525,6 +525,39 @@ class WithKeys:
             shutil.rmtree(cls.keys_dir, ignore_errors=True)
 
 
+class WithFakeProviders:
+    """Mixin, before ServerTestCase: the fake provider servers (tests/fakes/providers.py) started for
+    the class as cls.fake with FAKE_OPTIONS, and the repository's providers pointed at them: OpenAI
+    always (key sk-test-openai-secret), Anthropic and Gemini too with FAKE_ALL_PROVIDERS."""
+
+    FAKE_OPTIONS = {}
+    FAKE_ALL_PROVIDERS = False
+
+    @classmethod
+    def setUpClass(cls):
+        from tests.fakes.providers import FakeProviders
+        cls.fake = FakeProviders(**cls.FAKE_OPTIONS)
+        cls.fake.start()
+        env = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"),
+               "OPENAI_API_KEY": "sk-test-openai-secret", "OPENAI_BASE_URL": cls.fake.openai_base_url}
+        if cls.FAKE_ALL_PROVIDERS:
+            env.update({"ANTHROPIC_API_KEY": "sk-ant-test-secret", "ANTHROPIC_BASE_URL": cls.fake.anthropic_base_url,
+                        "GEMINI_API_KEY": "gm-test-secret", "GEMINI_BASE_URL": cls.fake.gemini_base_url})
+        cls.ENV = {**cls.ENV, **env}
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.fake.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.fake.stop()
+
+
 class ServerTestCase(unittest.TestCase):
     """One server per class. Subclasses set AGENTS ({name: source}), FIXTURES, ENV, WORKERS."""
 

@@ -6,9 +6,7 @@ import socket
 import time
 import uuid
 
-from tests.fakes.providers import FakeProviders
-
-from .harness import REPO, SLOW, ServerTestCase, measure
+from .harness import REPO, SLOW, ServerTestCase, WithFakeProviders, measure
 
 CHAT = r'''
 return {
@@ -54,28 +52,11 @@ def unique(name):
     return f"{name}-t{uuid.uuid4().hex[:8]}"
 
 
-class AiTests(ServerTestCase):
+class AiTests(WithFakeProviders, ServerTestCase):
     WORKERS = 1
     AGENTS = {"chat": CHAT, "tools": TOOLS}
-
-    @classmethod
-    def setUpClass(cls):
-        cls.fake = FakeProviders(chunk_delay=0.05)
-        cls.fake.start()
-        cls.ENV = {
-            "LUAGENT_PROVIDERS_DIR": str(REPO / "providers"),
-            "OPENAI_API_KEY": "sk-test-openai-secret", "OPENAI_BASE_URL": cls.fake.openai_base_url,
-            "ANTHROPIC_API_KEY": "sk-ant-test-secret", "ANTHROPIC_BASE_URL": cls.fake.anthropic_base_url,
-            "GEMINI_API_KEY": "gm-test-secret", "GEMINI_BASE_URL": cls.fake.gemini_base_url,
-        }
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.fake.stop()
+    FAKE_OPTIONS = {"chunk_delay": 0.05}
+    FAKE_ALL_PROVIDERS = True
 
     def chat(self, **task):
         return self.server.execute("chat", task)
@@ -317,25 +298,11 @@ return {
         self.assertEqual(500, r.status, r.describe())  # no provider "shout": an agent error (misuse)
 
 
-class StreamDisconnectTests(ServerTestCase):
+class StreamDisconnectTests(WithFakeProviders, ServerTestCase):
     """A streaming client that leaves mid-answer: the provider stream is cancelled too."""
     WORKERS = 1
     AGENTS = {"chat": CHAT}
-
-    @classmethod
-    def setUpClass(cls):
-        cls.fake = FakeProviders(chunk_delay=0.05, slow_delay=0.5)
-        cls.fake.start()
-        cls.ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"), "OPENAI_API_KEY": "sk-x",
-                   "OPENAI_BASE_URL": cls.fake.openai_base_url}
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.fake.stop()
+    FAKE_OPTIONS = {"chunk_delay": 0.05, "slow_delay": 0.5}
 
     def test_leaving_mid_stream_cancels_the_provider_stream(self):
         before = self.fake.stats()["cancelled"]

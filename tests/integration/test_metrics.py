@@ -10,9 +10,7 @@ import subprocess
 import tempfile
 import uuid
 
-from tests.fakes.providers import FakeProviders
-
-from .harness import REPO, SLOW, ServerTestCase, WithKeys, free_port
+from .harness import SLOW, ServerTestCase, WithFakeProviders, WithKeys, free_port
 
 ECHO = 'return {execute = function(task, ctx) return task end}'
 FAIL = 'return {execute = function(task, ctx) error("boom") end}'
@@ -63,29 +61,16 @@ def promtool_check(text):
     return p.returncode, p.stdout + p.stderr
 
 
-class MetricsTests(ServerTestCase):
+class MetricsTests(WithFakeProviders, ServerTestCase):
     WORKERS = 2
     AGENTS = {"echo": ECHO, "fail": FAIL, "chat": CHAT, "cached": CACHED, "kv": KV}
+    FAKE_OPTIONS = {"chunk_delay": 0.01}
 
     @classmethod
     def setUpClass(cls):
-        cls.fake = FakeProviders(chunk_delay=0.01)
-        cls.fake.start()
         cls.hport = free_port()
-        cls.ENV = {
-            "LUAGENT_PROVIDERS_DIR": str(REPO / "providers"),
-            "OPENAI_API_KEY": "sk-test-openai-secret", "OPENAI_BASE_URL": cls.fake.openai_base_url,
-            "LUAGENT_DEFAULT_MODEL": "mock/mock-1",
-            "LUAGENT_HEALTH_LISTEN": f"127.0.0.1:{cls.hport}",
-        }
+        cls.ENV = {"LUAGENT_DEFAULT_MODEL": "mock/mock-1", "LUAGENT_HEALTH_LISTEN": f"127.0.0.1:{cls.hport}"}
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.fake.stop()
 
     def scrape(self):
         r = self.server.request("GET", "/metrics")

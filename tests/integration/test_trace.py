@@ -7,9 +7,7 @@ import re
 import threading
 from http.server import BaseHTTPRequestHandler
 
-from tests.fakes.providers import FakeProviders
-
-from .harness import REPO, LocalHTTP, ServerTestCase
+from .harness import LocalHTTP, ServerTestCase, WithFakeProviders
 
 TRACED = r'''
 return {
@@ -44,17 +42,14 @@ class Receiver(BaseHTTPRequestHandler):
         pass
 
 
-class TraceTests(ServerTestCase):
+class TraceTests(WithFakeProviders, ServerTestCase):
     WORKERS = 2
     AGENTS = {"traced": TRACED}
+    FAKE_OPTIONS = {"chunk_delay": 0.01}
 
     @classmethod
     def setUpClass(cls):
-        cls.fake = FakeProviders(chunk_delay=0.01)
-        cls.fake.start()
         cls.receiver = LocalHTTP(Receiver)
-        cls.ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"), "OPENAI_API_KEY": "sk-test",
-                   "OPENAI_BASE_URL": cls.fake.openai_base_url}
         super().setUpClass()
 
     @classmethod
@@ -62,7 +57,6 @@ class TraceTests(ServerTestCase):
         try:
             super().tearDownClass()
         finally:
-            cls.fake.stop()
             cls.receiver.stop()
 
     def run_traced(self, probe, headers=None, options=None):

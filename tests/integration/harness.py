@@ -525,6 +525,38 @@ class WithKeys:
             shutil.rmtree(cls.keys_dir, ignore_errors=True)
 
 
+class WithPostgres:
+    """Mixin, before ServerTestCase: a new database (named after DB_PREFIX) on the suite's shared
+    PostgreSQL (services.py) as cls.pg and cls.db, DATABASE_URL set to db_url() (override it for
+    other credentials), and a spill directory of the class's own (cls.spill, removed afterwards)."""
+
+    DB_PREFIX = "t"
+
+    @classmethod
+    def db_url(cls):
+        return cls.pg.url(cls.db)
+
+    @classmethod
+    def setUpClass(cls):
+        from .services import shared_postgres
+        cls.pg = shared_postgres()
+        cls.db = cls.pg.new_database(cls.DB_PREFIX)
+        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
+        cls.ENV = {**cls.ENV, "DATABASE_URL": cls.db_url(), "LUAGENT_SPILL_DIR": cls.spill}
+        try:
+            super().setUpClass()
+        except BaseException:
+            shutil.rmtree(cls.spill, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.spill, ignore_errors=True)
+
+
 class WithFakeProviders:
     """Mixin, before ServerTestCase: the fake provider servers (tests/fakes/providers.py) started for
     the class as cls.fake with FAKE_OPTIONS, and the repository's providers pointed at them: OpenAI

@@ -14,7 +14,7 @@ import time
 import urllib.parse
 import uuid
 
-from .harness import REPO, SLOW, UUID_RE, ServerTestCase, measure
+from .harness import REPO, SLOW, UUID_RE, ServerTestCase, WithPostgres, measure
 
 
 def ts(s):
@@ -556,26 +556,11 @@ class SampleTeamLeadTests(AgentsHelpers, ServerTestCase):
         self.assertError(r, 422, "validation_failed")
 
 
-class AgentsPostgresTests(AgentsHelpers, ServerTestCase):
+class AgentsPostgresTests(AgentsHelpers, WithPostgres, ServerTestCase):
     """With DATABASE_URL: children's rows carry parent_id, and ?parent_id= is answered by Postgres."""
     WORKERS = 2
     AGENTS = {"parent": PARENT, "nap": NAP}
-
-    @classmethod
-    def setUpClass(cls):
-        from .services import shared_postgres
-        cls.pg = shared_postgres()
-        cls.db = cls.pg.new_database("agents")
-        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
-        cls.ENV = {"DATABASE_URL": cls.pg.url(cls.db), "LUAGENT_SPILL_DIR": cls.spill}
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.spill, ignore_errors=True)
+    DB_PREFIX = "agents"
 
     def test_parent_id_in_rows_and_in_the_listing(self):
         body = self.run_parent({"op": "parallel", "list": [["nap", {"id": 1}], ["nap", {"id": 2}]]})

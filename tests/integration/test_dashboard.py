@@ -15,8 +15,7 @@ import unittest
 import uuid
 from pathlib import Path
 
-from .harness import BIN, REPO, SLOW, ServerTestCase, WithKeys, base_env, require_binary
-from .services import shared_postgres
+from .harness import BIN, REPO, SLOW, ServerTestCase, WithKeys, WithPostgres, base_env, require_binary
 from .test_recording import PASSWORD, pg_url
 
 INDEX = "<!doctype html><title>t</title><script type=module src=app.js></script>\n"
@@ -311,23 +310,13 @@ class StatsMemoryTests(StatsHelpers, WithKeys, ServerTestCase):
         self.assertEqual(200, r.status)
 
 
-class StatsPostgresTests(StatsHelpers, ServerTestCase):
+class StatsPostgresTests(StatsHelpers, WithPostgres, ServerTestCase):
     AGENTS = {"a": QUICK, "b": QUICK}
+    DB_PREFIX = "stats"
 
     @classmethod
-    def setUpClass(cls):
-        cls.pg = shared_postgres()
-        cls.db = cls.pg.new_database("stats")
-        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
-        cls.ENV = {"DATABASE_URL": pg_url(cls.pg, cls.db), "LUAGENT_SPILL_DIR": cls.spill}
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.spill, ignore_errors=True)
+    def db_url(cls):
+        return pg_url(cls.pg, cls.db)
 
     def test_from_the_executions_table(self):
         recs = self.run_mix()

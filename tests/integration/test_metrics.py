@@ -7,10 +7,9 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import uuid
 
-from .harness import SLOW, ServerTestCase, WithFakeProviders, WithKeys, free_port
+from .harness import SLOW, ServerTestCase, WithFakeProviders, WithKeys, WithPostgres, free_port
 
 ECHO = 'return {execute = function(task, ctx) return task end}'
 FAIL = 'return {execute = function(task, ctx) error("boom") end}'
@@ -230,30 +229,19 @@ class MetricsOffTests(ServerTestCase):
         self.assertIn("LUAGENT_METRICS", r.body["error"]["message"])
 
 
-class MetricsServicesTests(ServerTestCase):
+class MetricsServicesTests(WithPostgres, ServerTestCase):
     """The per-worker gauges of PostgreSQL, Redis and the execution recorder."""
     WORKERS = 2
     AGENTS = {"echo": ECHO, "dbq": 'return {execute = function(task, ctx) '
                                    'return {n = luagent.db.query("select 1 as n")[1].n} end}'}
+    DB_PREFIX = "met"
 
     @classmethod
     def setUpClass(cls):
-        from .services import shared_postgres, shared_redis
-        from .test_recording import pg_url
-        cls.pg = shared_postgres()
-        cls.db = cls.pg.new_database("met")
+        from .services import shared_redis
         cls.redis = shared_redis()
-        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
-        cls.ENV = {"DATABASE_URL": pg_url(cls.pg, cls.db), "REDIS_URL": cls.redis.url(),
-                   "LUAGENT_SPILL_DIR": cls.spill}
+        cls.ENV = {"REDIS_URL": cls.redis.url()}
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.spill, ignore_errors=True)
 
     def scrape(self):
         r = self.server.request("GET", "/metrics")

@@ -15,8 +15,8 @@ import time
 import urllib.parse
 import uuid
 
-from .harness import SLOW, UUID_RE, Server, ServerTestCase, measure
-from .services import Postgres, shared_postgres
+from .harness import SLOW, UUID_RE, Server, ServerTestCase, WithPostgres, measure
+from .services import Postgres
 
 PASSWORD = "rec-pw-k33p-0ut-of-l0gs"
 RECORD_KEYS = {"execution_id", "agent", "version", "status", "mode", "task", "context", "result", "error",
@@ -112,24 +112,14 @@ class RecordingHelpers:
         return r
 
 
-class RecordingTests(RecordingHelpers, ServerTestCase):
+class RecordingTests(RecordingHelpers, WithPostgres, ServerTestCase):
     WORKERS = 2
     AGENTS = {"steps": STEPS, "stream": STREAM, "pager": ONE, "nul": ONE, "fails": STEPS}
+    DB_PREFIX = "rec"
 
     @classmethod
-    def setUpClass(cls):
-        cls.pg = shared_postgres()
-        cls.db = cls.pg.new_database("rec")
-        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
-        cls.ENV = {"DATABASE_URL": pg_url(cls.pg, cls.db), "LUAGENT_SPILL_DIR": cls.spill}
-        super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.spill, ignore_errors=True)
+    def db_url(cls):
+        return pg_url(cls.pg, cls.db)  # with the password the tests look for in replies and logs
 
     def ok(self, agent, task, **kw):
         r = self.server.execute(agent, task, **kw)

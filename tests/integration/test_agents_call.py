@@ -5,16 +5,12 @@ parent's deadline, is cancelled with its parent, and nests at most LUAGENT_MAX_A
 
 import datetime
 import json
-import os
-import re
-import shutil
 import socket
-import tempfile
 import time
 import urllib.parse
 import uuid
 
-from .harness import REPO, SLOW, UUID_RE, ServerTestCase, WithPostgres, measure
+from .harness import REPO, SLOW, UUID_RE, ServerTestCase, WithKeys, WithPostgres, measure
 
 
 def ts(s):
@@ -469,24 +465,11 @@ class AgentsDepthConfigTests(AgentsHelpers, ServerTestCase):
         self.assertEqual(200, self.server.execute("parent", {"op": "call", "name": "nap", "task": {}}).status)
 
 
-class AgentsAllowListTests(AgentsHelpers, ServerTestCase):
+class AgentsAllowListTests(AgentsHelpers, WithKeys, ServerTestCase):
     """A key allowed to run only some agents cannot reach others through luagent.agents."""
     WORKERS = 1
     AGENTS = {"parent": PARENT, "nap": NAP, "boom": BOOM}
-
-    @classmethod
-    def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
-        cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": os.path.join(cls.keys_dir, "api_keys")}
-        super().setUpClass()
-        cls.admin = re.search(r"^admin API key: (\S+)$", open(cls.server.out_path).read(), re.M).group(1)
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.keys_dir, ignore_errors=True)
+    KEY_ROLES = ("admin",)
 
     def key(self, agents):
         r = self.server.request("POST", "/api/v1/keys", {"name": "limited", "role": "operator", "agents": agents},

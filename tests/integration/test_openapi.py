@@ -4,11 +4,9 @@ hot swaps, says per operation what the server enforces (public or the role), and
 self-contained. Both are public with authentication on."""
 
 import json
-import os
 import re
-import tempfile
 
-from .harness import ServerTestCase
+from .harness import ServerTestCase, WithKeys
 
 ORDER = r'''
 return {
@@ -43,21 +41,11 @@ def with_schema(field, schema_lua):
             "properties = {%s = %s}}, execute = function(task) return task end}\n" % (field, field, schema_lua))
 
 
-class OpenApiTests(ServerTestCase):
+class OpenApiTests(WithKeys, ServerTestCase):
     AGENTS = {"order": ORDER, "team.review": REVIEW, "anything": ANYTHING, "broken": BROKEN,
               "swap_me": with_schema("a", "{type = \"string\"}"), "gone": ANYTHING}
     WORKERS = 2
-
-    @classmethod
-    def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
-        cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
-        cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file}
-        super().setUpClass()
-        out = open(cls.server.out_path).read()
-        m = re.search(r"^admin API key: (\S+)$", out, re.M)
-        assert m, f"no admin key printed on stdout: {out!r}"
-        cls.admin = m.group(1)
+    KEY_ROLES = ("admin",)
 
     def doc(self, headers=None):
         r = self.server.request("GET", "/openapi.json", headers=headers)

@@ -5,10 +5,14 @@
  * free is charged to its budget; growth past budget->mem_limit is refused (LuaJIT raises "not enough
  * memory" inside the agent) and the budget is marked exceeded, so the execution ends with
  * `memory_limit` even if the agent catches the error.
- * Time: a count hook runs every LG_VM_HOOK_COUNT VM instructions of interpreted code and raises an
- * error in the running execution once its deadline has passed (or its memory budget was exceeded).
- * Agent chunks are compiled with the JIT off for all their functions so the hook always sees them;
- * library code stays JIT-compiled.
+ * Time: no hook runs while executions keep to their budgets (a count hook would tax every
+ * interpreted instruction). A watchdog thread, started with the first VM, looks every
+ * LG_VM_WATCH_MS at each VM that is running Lua under a deadline (lg_vm_charge publishes it);
+ * once the deadline has passed it sends that VM's thread LG_VM_SIGNAL, whose handler installs a
+ * hook that runs on every instruction and raises an error in the running execution. The allocator
+ * installs the same hook when a budget's memory limit is hit. The hook stays until nothing of the
+ * stopped execution runs any more. Agent chunks are compiled with the JIT off for all their
+ * functions so the hook always sees them; library code stays JIT-compiled.
  * Sandbox: each agent gets a fresh environment built from an allow-list (lg_vm_sandbox_env), with its
  * own copies of the library tables, so no write by one agent is ever seen by another. After the
  * chunk's top level has run, creating new globals raises an error.
@@ -16,13 +20,17 @@
 #ifndef LUAGENT_VM_H
 #define LUAGENT_VM_H
 
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
 #include <lua.h>
 
-#define LG_VM_HOOK_COUNT 1000
+#define LG_VM_WATCH_MS 10           /* how often the watchdog looks at running VMs */
+#define LG_VM_SIGNAL SIGURG         /* watchdog -> VM thread (ignored by default) */
 #define LG_VM_LOAD_TIMEOUT_MS 2000 /* budget for an agent file's top-level code */
 
 /** What one execution may spend. Embedded in the execution; the VM charges the current one. */
@@ -39,13 +47,32 @@ typedef struct lg_budget {
 typedef struct lg_vm {
     lua_State *L;
     size_t bytes;          /* whole-VM heap size */
-    lg_budget_t *current;  /* budget being charged, NULL between executions */
+    lg_budget_t *current;  /* budget being charged, NULL between executions: set with lg_vm_charge */
     void *rt;              /* the runtime that owns this VM (lg_rt_t *), for bindings */
-    int hook_tight;
     void *free_lists[LG_SMALL_MAX / 16 + 1];
     char *chunks, *chunk_pos;
-    size_t chunk_left;        /* the hook runs every instruction while an execution is being stopped */
+    size_t chunk_left;
+    /* runaway control, shared with the watchdog thread and the signal handler */
+    _Atomic uint64_t watch_deadline; /* current->deadline_ms while Lua runs under it, else 0 */
+    _Atomic int hook_on;              /* the every-instruction hook is installed */
+    pthread_t thread;                 /* the thread that last charged a budget */
+    struct lg_vm *watch_prev, *watch_next;
 } lg_vm_t;
+
+/** The thread's running VM, for the watchdog's signal handler. */
+extern __thread lg_vm_t *lg_vm_running;
+
+/** Charge `b` (NULL: nothing) for what the VM does from now on, and show its deadline to the
+ *  watchdog. Called on the VM's own thread around every resume. */
+static inline void lg_vm_charge(lg_vm_t *vm, lg_budget_t *b)
+{
+    vm->current = b;
+    if (b != NULL && lg_vm_running != vm) {
+        lg_vm_running = vm;
+        vm->thread = pthread_self();
+    }
+    atomic_store_explicit(&vm->watch_deadline, b != NULL ? b->deadline_ms : 0, memory_order_release);
+}
 
 /** Create the VM with the luagent API installed. 0 on success, -1 on failure. */
 int lg_vm_open(lg_vm_t *vm, void *rt);

@@ -402,7 +402,7 @@ static int l_spawn(lua_State *L)
     /* 2: start them; nothing below raises, and the caller's memory budget pays for nothing here */
     lg_vm_t *vm = &p->rt->vm;
     lg_budget_t *saved = vm->current;
-    vm->current = NULL;
+    lg_vm_charge(vm, NULL);
     spawn_t *op = calloc(1, sizeof(*op) + (size_t)n * sizeof(slot_t));
     if (op == NULL)
         abort();
@@ -424,7 +424,7 @@ static int l_spawn(lua_State *L)
         c->owner = s;
     }
     lg_buf_free(&b);
-    vm->current = saved;
+    lg_vm_charge(vm, saved);
     if (op->pending == 0) { /* every one was refused: nothing to wait for */
         free(op);
         lua_settop(L, 3);

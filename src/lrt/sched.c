@@ -427,11 +427,11 @@ static void resume(lg_exec_t *e)
     e->nres = 0;
     e->yielding = 0;
     e->state = LG_EXEC_RUNNING;
-    vm->current = &e->budget;
+    lg_vm_charge(vm, &e->budget);
     e->rt->running = e;
     int rc = lua_resume(e->co, nres);
     e->rt->running = NULL;
-    vm->current = NULL;
+    lg_vm_charge(vm, NULL);
     if (e->cancel_requested) {
         finish(e, LG_END_CANCELLED);
         return;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "luagent/bind.h"
 #include "luagent/ids.h"
@@ -19,6 +20,8 @@
  * Lua passes the old size on every call, so small blocks need no header: a block of class c is
  * c * 16 bytes, carved from 64 KiB chunks and kept on a per-class free list once freed. Blocks
  * above LG_SMALL_MAX go to malloc. This is the per-request hot path (every table and string). */
+
+static void hook_on(lg_vm_t *vm);
 
 #define CHUNK_BYTES (64u << 10)
 #define CLASS_OF(n) (((n) + 15) >> 4)
@@ -74,6 +77,7 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (b != NULL && b->mem_limit != 0 && nsize > osize && b->mem_used + (ssize_t)(nsize - osize) > (ssize_t)b->mem_limit) {
         b->mem_exceeded = 1;
+        hook_on(vm);
         return NULL;
     }
     void *p;
@@ -108,10 +112,23 @@ lg_vm_t *lg_vm_of(lua_State *L)
     return ud;
 }
 
-/* ---- runaway control ---- */
+/* ---- runaway control (vm.h) ---- */
+
+__thread lg_vm_t *lg_vm_running;
+
+static void vm_hook(lua_State *L, lua_Debug *ar);
+
+/* Install the every-instruction hook. On the VM's thread only: from normal code or from the
+ * watchdog's signal handler (lua_sethook is async-signal-safe, as luajit.c's SIGINT handler uses it). */
+static void hook_on(lg_vm_t *vm)
+{
+    if (!atomic_exchange_explicit(&vm->hook_on, 1, memory_order_relaxed))
+        lua_sethook(vm->L, vm_hook, LUA_MASKCOUNT, 1);
+}
 
 static void vm_hook(lua_State *L, lua_Debug *ar)
 {
+    (void)ar;
     lg_vm_t *vm = lg_vm_of(L);
     lg_budget_t *b = vm->current;
     const char *why = NULL;
@@ -123,20 +140,84 @@ static void vm_hook(lua_State *L, lua_Debug *ar)
         b->timed_out = 1;
         why = "execution deadline exceeded";
     }
-    if (why == NULL) {
-        if (vm->hook_tight) { /* the execution that was being stopped is gone */
-            vm->hook_tight = 0;
-            lua_sethook(L, vm_hook, LUA_MASKCOUNT, LG_VM_HOOK_COUNT);
-        }
+    if (why == NULL) { /* the execution that was being stopped is gone (or a late signal) */
+        atomic_store_explicit(&vm->hook_on, 0, memory_order_relaxed);
+        lua_sethook(L, NULL, 0, 0);
         return;
     }
-    /* From now on check every instruction: an agent that catches this error with pcall gets it
+    /* The hook stays on every instruction: an agent that catches this error with pcall gets it
      * again at its next instruction outside the pcall, until nothing of it is left running. */
-    if (!vm->hook_tight) {
-        vm->hook_tight = 1;
-        lua_sethook(L, vm_hook, LUA_MASKCOUNT, 1);
-    }
     luaL_error(L, "%s", why);
+}
+
+static void on_watch_signal(int sig)
+{
+    (void)sig;
+    lg_vm_t *vm = lg_vm_running;
+    if (vm != NULL && vm->current != NULL)
+        hook_on(vm);
+}
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static lg_vm_t *watched; /* every open VM, under watch_lock */
+
+static void *watchdog(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        struct timespec ts = {0, LG_VM_WATCH_MS * 1000000L};
+        nanosleep(&ts, NULL);
+        uint64_t now = lg_now_mono_ms();
+        pthread_mutex_lock(&watch_lock); /* a VM is closed, and its thread ends, only after it left the list */
+        for (lg_vm_t *vm = watched; vm != NULL; vm = vm->watch_next) {
+            uint64_t d = atomic_load_explicit(&vm->watch_deadline, memory_order_acquire);
+            if (d != 0 && now >= d && !atomic_load_explicit(&vm->hook_on, memory_order_relaxed))
+                pthread_kill(vm->thread, LG_VM_SIGNAL);
+        }
+        pthread_mutex_unlock(&watch_lock);
+    }
+    return NULL;
+}
+
+static void watch_start(void)
+{
+    struct sigaction sa = {.sa_handler = on_watch_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(LG_VM_SIGNAL, &sa, NULL);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* the watchdog takes no signals */
+    pthread_t t;
+    if (pthread_create(&t, NULL, watchdog, NULL) != 0)
+        abort();
+    pthread_detach(t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+static void watch_add(lg_vm_t *vm)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, watch_start);
+    pthread_mutex_lock(&watch_lock);
+    vm->watch_next = watched;
+    if (watched != NULL)
+        watched->watch_prev = vm;
+    watched = vm;
+    pthread_mutex_unlock(&watch_lock);
+}
+
+static void watch_remove(lg_vm_t *vm)
+{
+    pthread_mutex_lock(&watch_lock);
+    if (vm->watch_prev != NULL)
+        vm->watch_prev->watch_next = vm->watch_next;
+    else
+        watched = vm->watch_next;
+    if (vm->watch_next != NULL)
+        vm->watch_next->watch_prev = vm->watch_prev;
+    pthread_mutex_unlock(&watch_lock);
+    if (lg_vm_running == vm)
+        lg_vm_running = NULL;
 }
 
 /* ---- sandbox ---- */
@@ -291,14 +372,16 @@ int lg_vm_open(lg_vm_t *vm, void *rt)
     lua_setfield(L, -2, "__metatable");
     lua_pop(L, 2);
     build_template(L);
-    lua_sethook(L, vm_hook, LUA_MASKCOUNT, LG_VM_HOOK_COUNT);
+    watch_add(vm);
     return 0;
 }
 
 void lg_vm_close(lg_vm_t *vm)
 {
-    if (vm->L != NULL)
+    if (vm->L != NULL) {
+        watch_remove(vm);
         lua_close(vm->L);
+    }
     vm->L = NULL;
     while (vm->chunks != NULL) {
         char *next = *(char **)vm->chunks;
@@ -343,9 +426,9 @@ int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname,
 
     lg_budget_t budget = {.mem_limit = mem_limit, .deadline_ms = lg_now_mono_ms() + LG_VM_LOAD_TIMEOUT_MS};
     lg_budget_t *saved = vm->current;
-    vm->current = &budget;
+    lg_vm_charge(vm, &budget);
     int rc = lua_pcall(L, 0, 1, 0);
-    vm->current = saved;
+    lg_vm_charge(vm, saved);
     if (rc != 0) {
         const char *msg = lua_tostring(L, -1);
         if (budget.timed_out)

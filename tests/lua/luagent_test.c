@@ -76,9 +76,9 @@ static int t_run(lua_State *L)
     }
     lua_newtable(A);
     lg_budget_t budget = {.mem_limit = 64u << 20, .deadline_ms = lg_now_mono_ms() + (uint64_t)timeout};
-    v->current = &budget;
+    lg_vm_charge(v, &budget);
     int rc = lua_pcall(A, 2, 1, 0);
-    v->current = NULL;
+    lg_vm_charge(v, NULL);
     lg_buf_t b = {0};
     if (rc == 0 && lg_json_encode(A, -1, &b, 64, &jerr) == LG_JSON_OK) {
         lua_pushboolean(L, 1);

@@ -61,6 +61,20 @@ typedef struct lg_exec_ops {
     void (*on_emit)(lg_exec_t *e, const char *event, const char *json, size_t len);
 } lg_exec_ops_t;
 
+/** AI usage of one execution (luagent.ai calls, its children's included): totals, and the same
+ *  per "provider/model" in the order first used. Owned by the execution (src/bind/ai.c). */
+typedef struct lg_usage_model {
+    struct lg_usage_model *next;
+    uint64_t input_tokens, output_tokens, calls, retries;
+    size_t klen;
+    char key[]; /* "provider/model" */
+} lg_usage_model_t;
+
+typedef struct lg_usage {
+    uint64_t input_tokens, output_tokens, calls, retries;
+    lg_usage_model_t *by_model, **tail; /* by_model is NULL until the first call */
+} lg_usage_t;
+
 struct lg_exec {
     lg_rt_t *rt;
     lua_State *co;
@@ -80,7 +94,7 @@ struct lg_exec {
     const lg_exec_ops_t *ops;
     void *owner;
     int stream;                 /* the client asked for SSE */
-    int usage_ref;              /* registry ref of the AI usage table, LUA_NOREF when none */
+    lg_usage_t usage;           /* AI usage, its children's included */
     int timeout_ms;
     uint64_t start_ns;
     uint64_t deadline_epoch_ms;
@@ -180,6 +194,9 @@ void lg_exec_cancel(lg_exec_t *e);
 
 /** Append the execution's AI usage as JSON ({} when it made no AI call). (src/bind/ai.c) */
 void lg_exec_usage_json(lg_exec_t *e, lg_buf_t *out);
+/** into += from (a child's usage into its parent's); lg_usage_free releases the per-model list. */
+void lg_usage_merge(lg_usage_t *into, const lg_usage_t *from);
+void lg_usage_free(lg_usage_t *u);
 
 void lg_exec_own(lg_exec_t *e, lg_resource_t *r);
 void lg_exec_disown(lg_exec_t *e, lg_resource_t *r);

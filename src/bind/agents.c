@@ -84,67 +84,6 @@ static void push_success(lua_State *L, const char *json, size_t len)
         lua_setfield(L, -2, "result");
 }
 
-static void add_number(lua_State *L, int t, int from, const char *k)
-{
-    lua_getfield(L, from, k);
-    lua_Number v = lua_tonumber(L, -1);
-    lua_getfield(L, t, k);
-    v += lua_tonumber(L, -1);
-    lua_pop(L, 2);
-    lua_pushnumber(L, v);
-    lua_setfield(L, t, k);
-}
-
-static void add_counts(lua_State *L, int t, int from)
-{
-    static const char *const keys[] = {"input_tokens", "output_tokens", "calls", "retries"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
-        add_number(L, t, from, keys[i]);
-}
-
-/* The parent's AI usage (ai.c's table: counts and by_model) += the child's. */
-static void merge_usage(lg_exec_t *p, lg_exec_t *c)
-{
-    if (c->usage_ref == LUA_NOREF)
-        return;
-    lua_State *L = p->co;
-    int top = lua_gettop(L);
-    lua_checkstack(L, 8);
-    if (p->usage_ref == LUA_NOREF) {
-        lua_createtable(L, 0, 5);
-        lua_newtable(L);
-        lua_setfield(L, -2, "by_model");
-        p->usage_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, p->usage_ref);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->usage_ref);
-    int t = top + 1, from = top + 2;
-    add_counts(L, t, from);
-    lua_getfield(L, t, "by_model");
-    lua_getfield(L, from, "by_model");
-    int tm = top + 3, fm = top + 4;
-    if (lua_istable(L, tm) && lua_istable(L, fm)) {
-        lua_pushnil(L);
-        while (lua_next(L, fm) != 0) { /* key, child's entry */
-            if (lua_istable(L, -1)) {
-                lua_pushvalue(L, -2);
-                lua_rawget(L, tm);
-                if (!lua_istable(L, -1)) {
-                    lua_pop(L, 1);
-                    lua_newtable(L);
-                    lua_pushvalue(L, -3);
-                    lua_pushvalue(L, -2);
-                    lua_rawset(L, tm);
-                }
-                add_counts(L, lua_gettop(L), lua_gettop(L) - 1);
-                lua_pop(L, 1);
-            }
-            lua_pop(L, 1);
-        }
-    }
-    lua_settop(L, top);
-}
-
 /* A child ended: record it, and give its outcome to the waiting parent (the last one wakes it). */
 static void child_done(lg_exec_t *e)
 {
@@ -165,7 +104,7 @@ static void child_done(lg_exec_t *e)
         lg_exec_t *p = op->parent;
         lua_State *L = p->co;
         s->child = NULL;
-        merge_usage(p, e);
+        lg_usage_merge(&p->usage, &e->usage);
         lua_checkstack(L, LG_JSON_DEFAULT_MAX_DEPTH + 8);
         lua_rawgeti(L, LUA_REGISTRYINDEX, op->results_ref);
         if (is_err)

@@ -106,15 +106,6 @@ static int h_deadline_ms(lua_State *L)
     return 1;
 }
 
-static void add_field(lua_State *L, int t, const char *k, lua_Number v)
-{
-    lua_getfield(L, t, k);
-    lua_Number old = lua_tonumber(L, -1);
-    lua_pop(L, 1);
-    lua_pushnumber(L, old + v);
-    lua_setfield(L, t, k);
-}
-
 /* The ai_call event of a recorded execution's task history. */
 static void record_call(lg_exec_t *e, const char *provider, const char *model, lua_Number in, lua_Number out,
                         lua_Number retries, lua_Number ms, const char *err)
@@ -136,65 +127,118 @@ static void record_call(lg_exec_t *e, const char *provider, const char *model, l
     lg_buf_free(&b);
 }
 
+/* a token or retry count from Lua: a non-negative whole number (anything else counts 0) */
+static uint64_t count_of(lua_Number v)
+{
+    return v > 0 && v < 1e18 ? (uint64_t)v : 0;
+}
+
+static lg_usage_model_t *usage_model(lg_usage_t *u, const char *key, size_t klen)
+{
+    lg_usage_model_t *m;
+    for (m = u->by_model; m != NULL; m = m->next)
+        if (m->klen == klen && memcmp(m->key, key, klen) == 0)
+            return m;
+    if ((m = calloc(1, sizeof(*m) + klen + 1)) == NULL)
+        abort();
+    memcpy(m->key, key, klen);
+    m->klen = klen;
+    if (u->by_model == NULL)
+        u->tail = &u->by_model;
+    *u->tail = m;
+    u->tail = &m->next;
+    return m;
+}
+
+static void usage_count(lg_usage_t *u, lg_usage_model_t *m, uint64_t in, uint64_t out, uint64_t calls,
+                        uint64_t retries)
+{
+    u->input_tokens += in, m->input_tokens += in;
+    u->output_tokens += out, m->output_tokens += out;
+    u->calls += calls, m->calls += calls;
+    u->retries += retries, m->retries += retries;
+}
+
+void lg_usage_merge(lg_usage_t *into, const lg_usage_t *from)
+{
+    for (const lg_usage_model_t *f = from->by_model; f != NULL; f = f->next)
+        usage_count(into, usage_model(into, f->key, f->klen), f->input_tokens, f->output_tokens, f->calls,
+                    f->retries);
+}
+
+void lg_usage_free(lg_usage_t *u)
+{
+    while (u->by_model != NULL) {
+        lg_usage_model_t *next = u->by_model->next;
+        free(u->by_model);
+        u->by_model = next;
+    }
+    memset(u, 0, sizeof(*u));
+}
+
 /* usage_add(provider, model, input_tokens, output_tokens, retries, duration_ms, error): count one
  * AI call (error: its message when it failed) */
 static int h_usage_add(lua_State *L)
 {
-    const char *provider = luaL_checkstring(L, 1), *model = luaL_checkstring(L, 2);
-    lua_Number in = luaL_optnumber(L, 3, 0), out = luaL_optnumber(L, 4, 0), retries = luaL_optnumber(L, 5, 0);
+    size_t plen, mlen;
+    const char *provider = luaL_checklstring(L, 1, &plen), *model = luaL_checklstring(L, 2, &mlen);
+    uint64_t in = count_of(luaL_optnumber(L, 3, 0)), out = count_of(luaL_optnumber(L, 4, 0));
+    uint64_t retries = count_of(luaL_optnumber(L, 5, 0));
     lg_exec_t *e = lg_sched_current(L);
     if (e == NULL)
         return 0;
-    lg_metrics_ai(e->rt->metrics, provider, model, in > 0 ? (uint64_t)in : 0, out > 0 ? (uint64_t)out : 0,
-                  retries > 0 ? (uint64_t)retries : 0, !lua_isnoneornil(L, 7));
+    lg_metrics_ai(e->rt->metrics, provider, model, in, out, retries, !lua_isnoneornil(L, 7));
     if (e->recording)
-        record_call(e, provider, model, in, out, retries, luaL_optnumber(L, 6, 0), luaL_optstring(L, 7, NULL));
-    if (e->usage_ref == LUA_NOREF) {
-        lua_newtable(L);
-        lua_newtable(L);
-        lua_setfield(L, -2, "by_model");
-        e->usage_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->usage_ref);
-    int u = lua_gettop(L);
-    add_field(L, u, "input_tokens", in);
-    add_field(L, u, "output_tokens", out);
-    add_field(L, u, "calls", 1);
-    add_field(L, u, "retries", retries);
-    lua_getfield(L, u, "by_model");
-    lua_pushfstring(L, "%s/%s", provider, model);
-    lua_rawget(L, -2);
-    if (!lua_istable(L, -1)) {
-        lua_pop(L, 1);
-        lua_newtable(L);
+        record_call(e, provider, model, (lua_Number)in, (lua_Number)out, (lua_Number)retries,
+                    luaL_optnumber(L, 6, 0), luaL_optstring(L, 7, NULL));
+    char key[256];
+    size_t klen = plen + 1 + mlen;
+    lg_usage_model_t *m;
+    if (klen < sizeof(key)) {
+        memcpy(key, provider, plen);
+        key[plen] = '/';
+        memcpy(key + plen + 1, model, mlen);
+        m = usage_model(&e->usage, key, klen);
+    } else {
         lua_pushfstring(L, "%s/%s", provider, model);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, -4);
+        m = usage_model(&e->usage, lua_tostring(L, -1), klen);
+        lua_pop(L, 1);
     }
-    int m = lua_gettop(L);
-    add_field(L, m, "input_tokens", in);
-    add_field(L, m, "output_tokens", out);
-    add_field(L, m, "calls", 1);
-    add_field(L, m, "retries", retries);
-    lua_settop(L, u - 1);
+    usage_count(&e->usage, m, in, out, 1, retries);
     return 0;
+}
+
+static void usage_counts_json(lg_buf_t *out, uint64_t in, uint64_t outt, uint64_t calls, uint64_t retries)
+{
+    lg_buf_lit(out, "\"input_tokens\":");
+    lg_buf_u64(out, in);
+    lg_buf_lit(out, ",\"output_tokens\":");
+    lg_buf_u64(out, outt);
+    lg_buf_lit(out, ",\"calls\":");
+    lg_buf_u64(out, calls);
+    lg_buf_lit(out, ",\"retries\":");
+    lg_buf_u64(out, retries);
 }
 
 void lg_exec_usage_json(lg_exec_t *e, lg_buf_t *out)
 {
-    lg_json_error_t err;
-    if (e->usage_ref == LUA_NOREF) {
+    const lg_usage_t *u = &e->usage;
+    if (u->by_model == NULL) {
         lg_buf_lit(out, "{}");
         return;
     }
-    lua_State *L = e->rt->vm.L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, e->usage_ref);
-    size_t mark = out->len;
-    if (lg_json_encode(L, -1, out, 8, &err) != LG_JSON_OK) {
-        out->len = mark;
-        lg_buf_lit(out, "{}");
+    lg_buf_putc(out, '{');
+    usage_counts_json(out, u->input_tokens, u->output_tokens, u->calls, u->retries);
+    lg_buf_lit(out, ",\"by_model\":{");
+    for (const lg_usage_model_t *m = u->by_model; m != NULL; m = m->next) {
+        lg_buf_json_str(out, m->key, m->klen);
+        lg_buf_lit(out, ":{");
+        usage_counts_json(out, m->input_tokens, m->output_tokens, m->calls, m->retries);
+        lg_buf_putc(out, '}');
+        if (m->next != NULL)
+            lg_buf_putc(out, ',');
     }
-    lua_pop(L, 1);
+    lg_buf_lit(out, "}}");
 }
 
 void lg_bind_open_ai(lua_State *L, int luagent)

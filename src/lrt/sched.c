@@ -261,7 +261,6 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
     lua_State *L = rt->vm.L;
     e->rt = rt;
     e->ops = ops;
-    e->usage_ref = LUA_NOREF;
     e->owner = owner;
     e->recording = rt->record;
     lg_timer_init(&e->deadline_timer, on_deadline);
@@ -281,7 +280,7 @@ lg_exec_t *lg_exec_new(lg_rt_t *rt, const lg_exec_ops_t *ops, void *owner)
 static void release(lg_exec_t *e, int reusable)
 {
     lg_rt_t *rt = e->rt;
-    luaL_unref(rt->vm.L, LUA_REGISTRYINDEX, e->usage_ref);
+    lg_usage_free(&e->usage);
     if (reusable && lua_status(e->co) == 0 && rt->npool < POOL_MAX) {
         lua_settop(e->co, 0);
         if (rt->npool == rt->cappool) {

@@ -152,16 +152,14 @@ static void chunk_close(lg_buf_t *b, const oai_t *o, const char *finish, size_t 
 
 static void usage_json(lg_exec_t *e, lg_buf_t *b)
 {
-    double in = 0, out = 0;
-    if (e->usage_ref != LUA_NOREF) {
-        lua_State *L = e->rt->vm.L;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, e->usage_ref);
-        lua_getfield(L, -1, "input_tokens");
-        lua_getfield(L, -2, "output_tokens");
-        in = lua_tonumber(L, -2), out = lua_tonumber(L, -1);
-        lua_pop(L, 3);
-    }
-    lg_buf_printf(b, "{\"prompt_tokens\":%.0f,\"completion_tokens\":%.0f,\"total_tokens\":%.0f}", in, out, in + out);
+    const lg_usage_t *u = &e->usage;
+    lg_buf_lit(b, "{\"prompt_tokens\":");
+    lg_buf_u64(b, u->input_tokens);
+    lg_buf_lit(b, ",\"completion_tokens\":");
+    lg_buf_u64(b, u->output_tokens);
+    lg_buf_lit(b, ",\"total_tokens\":");
+    lg_buf_u64(b, u->input_tokens + u->output_tokens);
+    lg_buf_putc(b, '}');
 }
 
 /* The agent's result (first value on e->co; its JSON text is b[roff, roff + rlen)) as the message's

@@ -88,17 +88,19 @@ local function resolve(model, provider)
   return a, "openai", model
 end
 
--- Routing a name is the same until a provider file changes: remember the answers per worker.
+-- Routing a name is the same until a provider file or the settings change: remember the answers
+-- per worker, as routes[provider or ""][model or ""] = {adapter, provider name, model name}.
 local routes, routes_gen = {}, nil
 
 local function route(model, provider)
   local gen = host.providers_gen()
   if gen ~= routes_gen then routes, routes_gen = {}, gen end
-  local key = (provider or "") .. "\0" .. (model or "")
-  local hit = routes[key]
-  if hit then return host.provider(hit[1]) or resolve(model, provider), hit[1], hit[2] end
+  local byp = routes[provider or ""]
+  if not byp then byp = {}; routes[provider or ""] = byp end
+  local hit = byp[model or ""]
+  if hit then return hit[1], hit[2], hit[3] end
   local a, pname, name = resolve(model, provider)
-  routes[key] = {pname, name}
+  byp[model or ""] = {a, pname, name}
   return a, pname, name
 end
 

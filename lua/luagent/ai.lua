@@ -151,9 +151,10 @@ local function attempt(a, pname, req, cfg, timeout_ms, progress)
   local headers = r.headers or {} -- the adapter's own fresh table
   headers["content-type"] = headers["content-type"] or "application/json"
   if req.stream then headers["accept"] = "text/event-stream" end
-  local body = r.body
+  local body, method, url = r.body, r.method or "POST", r.url
   if type(body) == "table" then body = json.encode(body) end
-  local res = host.request{method = r.method or "POST", url = r.url, headers = headers, body = body,
+  r = nil -- the request's tables are garbage while the reply is awaited (thousands may be in flight)
+  local res = host.request{method = method, url = url, headers = headers, body = body,
                           timeout_ms = timeout_ms, stream = req.stream, lean = true}
   if res.status < 200 or res.status > 299 then
     local text = res.body or read_all(res)

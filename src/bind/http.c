@@ -50,7 +50,7 @@ struct http_req {
     CURL *easy;
     struct curl_slist *hdrs;
     /* h2o */
-    h2o_http1client_t *client; /* NULL once the client is done */
+    lg_upstream_req_t *client; /* NULL once the client is done */
     h2o_iovec_t reqvec;        /* the whole request, alive until the client is done */
     lg_timer_t deadline;
     /* common */
@@ -76,7 +76,7 @@ static void req_free(http_req_t *r)
             curl_slist_free_all(r->hdrs);
     } else {
         if (r->client != NULL)
-            h2o_http1client_cancel(r->client);
+            lg_upstream_cancel(r->client);
         lg_timers_del(&r->e->rt->timers, &r->deadline);
         free(r->reqvec.base);
     }
@@ -335,7 +335,7 @@ static void curl_on_done(CURL *easy, CURLcode rc, void *data)
 
 static void h2o_finish(http_req_t *r, const char *err, int timed_out)
 {
-    r->client = NULL; /* h2o closes or pools it itself after this callback */
+    r->client = NULL; /* the client is done with it (it keeps or closes the connection) */
     lg_timers_del(&r->e->rt->timers, &r->deadline);
     if (err != NULL) {
         r->failed = 1;
@@ -345,61 +345,35 @@ static void h2o_finish(http_req_t *r, const char *err, int timed_out)
     got_done(r);
 }
 
-static int h2o_on_body(h2o_http1client_t *client, const char *errstr)
+static void h2o_on_head(void *data, int status, const lg_upstream_header_t *headers, size_t n)
 {
-    http_req_t *r = client->data;
-    h2o_buffer_t *in = client->sock->input;
-    if (in->size > 0) {
-        int rc = got_body(r, in->bytes, in->size);
-        h2o_buffer_consume(&client->sock->input, in->size);
-        if (rc < 0) {
-            h2o_finish(r, "the response body is too large", 0);
-            return -1;
-        }
+    http_req_t *r = data;
+    r->status = status;
+    for (size_t i = 0; i < n; i++)
+        if (headers[i].name != NULL)
+            add_header(r, headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len);
+    got_head(r);
+}
+
+static int h2o_on_body(void *data, const char *p, size_t len)
+{
+    http_req_t *r = data;
+    if (got_body(r, p, len) < 0) {
+        h2o_finish(r, "the response body is too large", 0);
+        return -1;
     }
-    if (errstr != NULL)
-        h2o_finish(r, errstr == h2o_http1client_error_is_eos ? NULL : errstr, 0);
     return 0;
 }
 
-static h2o_http1client_body_cb h2o_on_head(h2o_http1client_t *client, const char *errstr, int minor_version, int status,
-                                           h2o_iovec_t msg, h2o_header_t *headers, size_t num_headers, int rlen)
-{
-    http_req_t *r = client->data;
-    if (errstr != NULL && errstr != h2o_http1client_error_is_eos) {
-        h2o_finish(r, errstr, 0);
-        return NULL;
-    }
-    r->status = status;
-    for (size_t i = 0; i < num_headers; i++)
-        add_header(r, headers[i].name->base, headers[i].name->len, headers[i].value.base, headers[i].value.len);
-    got_head(r);
-    if (errstr == h2o_http1client_error_is_eos) { /* no body */
-        h2o_finish(r, NULL, 0);
-        return NULL;
-    }
-    return h2o_on_body;
-}
+static void h2o_on_done(void *data, const char *err) { h2o_finish(data, err, 0); }
 
-static h2o_http1client_head_cb h2o_on_connect(h2o_http1client_t *client, const char *errstr, h2o_iovec_t **reqbufs,
-                                              size_t *reqbufcnt, int *method_is_head)
-{
-    http_req_t *r = client->data;
-    if (errstr != NULL) {
-        h2o_finish(r, errstr, 0);
-        return NULL;
-    }
-    *reqbufs = &r->reqvec;
-    *reqbufcnt = 1;
-    *method_is_head = 0;
-    return h2o_on_head;
-}
+static const lg_upstream_cbs_t h2o_cbs = {h2o_on_head, h2o_on_body, h2o_on_done};
 
 static void h2o_on_deadline(lg_timer_t *t)
 {
     http_req_t *r = (http_req_t *)((char *)t - offsetof(http_req_t, deadline));
     if (r->client != NULL) {
-        h2o_http1client_cancel(r->client);
+        lg_upstream_cancel(r->client);
         h2o_finish(r, "operation timed out", 1);
     }
 }
@@ -481,9 +455,7 @@ static int start_h2o(lua_State *L, http_req_t *r, const char *url, const char *m
     r->reqvec = h2o_iovec_init(b.data, b.len); /* owned by r from here */
     lg_rt_t *rt = r->e->rt;
     lg_timers_add(&rt->timers, &r->deadline, lg_now_mono_ms() + (uint64_t)timeout_ms);
-    lg_upstream_t *up = lg_rt_upstream(rt);
-    h2o_http1client_connect_with_pool(&r->client, r, lg_upstream_ctx(up), lg_upstream_pool(up, &u),
-                                      h2o_on_connect);
+    lg_upstream_send(&r->client, lg_rt_upstream(rt), &u, r->reqvec, &h2o_cbs, r);
     return 0;
 }
 

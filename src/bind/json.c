@@ -248,8 +248,17 @@ static int dec_string(dec_t *d, const unsigned char **pp)
 {
     const unsigned char *open = *pp, *s = open + 1, *q = s, *end = d->end;
     for (;;) {
-        while (q < end && dec_cls[*q] == 0)
-            q++;
+        for (;;) { /* plain bytes, 8 at a time, then one by one for the last few */
+            if (end - q < 8) {
+                while (q < end && dec_cls[*q] == 0)
+                    q++;
+                break;
+            }
+            unsigned k = lg_json_plain8(q);
+            q += k;
+            if (k < 8)
+                break;
+        }
         if (q == end) {
             dec_fail(d, LG_JSON_ESYNTAX, open, "unterminated string");
             return 0;

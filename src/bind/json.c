@@ -2,13 +2,15 @@
  * json.c - the host's faithful JSON codec (see include/luagent/json.h, DESIGN §8).
  *
  * Decoder: one pass over the text, iterative (an explicit frame stack, no C recursion), values
- * pushed straight onto the Lua stack. The elements of an open array wait on the Lua stack until it
- * closes (up to DEC_K of them), so most arrays are created once with their exact size; a longer one
- * is then created with a size hint and filled as it goes. An object is created when it opens, sized
- * for DEC_OBJ_HINT members, and each member is stored as soon as it is parsed (measured: batching
- * members too costs more in extra stack copies than the exact size saves). Strings without escapes
- * are pushed straight from the input; integers are parsed by hand; other numbers take an exact fast
- * path (<= 2^53 mantissa times an exact power of ten <= 22) or strtod in the "C" locale.
+ * pushed straight onto the Lua stack. The items of an open array or object (elements, name/value
+ * pairs) wait on the Lua stack until it closes (up to DEC_K of them), so most tables are created once
+ * with their exact size and never rehashed; a longer one is then created with a size hint and filled
+ * as it goes. The waiting pairs of an object are stored from the top of the stack down, which needs
+ * their names to differ: a name that may repeat one of them (same 16-bit key_hash) ends the wait
+ * there, and from then on each member is stored as it comes (so the last of equal names wins).
+ * Strings are scanned 8 bytes at a time (lg_json_plain8) and, without escapes, pushed straight from
+ * the input; integers are parsed by hand; other numbers take an exact fast path (<= 2^53 mantissa
+ * times an exact power of ten <= 22) or strtod in the "C" locale.
  *
  * Encoder: recursive over the Lua value (depth bounded by max_depth), writing into an lg_buf_t.
  * It never calls into Lua code (raw accesses, no metamethods), so it cannot raise except on memory
@@ -122,9 +124,9 @@ int lg_json_is_null(lua_State *L, int idx)
 /* Decoder                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Elements an open array keeps on the Lua stack before its table is created. */
+/* Items an open array or object keeps on the Lua stack before its table is created. */
 #define DEC_K 16
-/* Initial hash size of a decoded object (most request objects have a handful of members). */
+/* Hash size of an object created as it opens (only when the Lua stack is short of room). */
 #define DEC_OBJ_HINT 4
 #define DEC_LOCAL_FRAMES 32
 #define DEC_SCRATCH 256
@@ -146,6 +148,8 @@ typedef struct dec_frame {
     int n;                /* elements / members so far */
     unsigned char obj;    /* object (1) or array (0) */
     unsigned char created; /* table exists at `first` (items go straight in) */
+    uint64_t seen;        /* object not created yet: bit (key_hash & 63) of each waiting name */
+    uint16_t kh[DEC_K];   /* and their key_hash */
 } dec_frame_t;
 
 typedef struct dec {
@@ -157,6 +161,8 @@ typedef struct dec {
     const char *const *keys; /* lg_json_decode_spans: top-level members to locate */
     size_t nkeys;
     lg_json_span_t *spans;
+    const char *str;   /* the bytes of the last string dec_string pushed (input or scratch) */
+    size_t slen;
     char local[DEC_SCRATCH];
 } dec_t;
 
@@ -265,7 +271,9 @@ static int dec_string(dec_t *d, const unsigned char **pp)
         }
         unsigned c = *q;
         if (c == '"') {
-            lua_pushlstring(d->L, (const char *)s, (size_t)(q - s));
+            d->str = (const char *)s;
+            d->slen = (size_t)(q - s);
+            lua_pushlstring(d->L, d->str, d->slen);
             *pp = q + 1;
             return 1;
         }
@@ -367,7 +375,9 @@ static int dec_string(dec_t *d, const unsigned char **pp)
         o += n;
         q += n;
     }
-    lua_pushlstring(d->L, out, (size_t)(o - out));
+    d->str = out;
+    d->slen = (size_t)(o - out);
+    lua_pushlstring(d->L, out, d->slen);
     *pp = r + 1;
     return 1;
 }
@@ -478,14 +488,44 @@ bad:
     return 0;
 }
 
-/* Create the table of array frame f at f->first and move the elements waiting above it into it. */
+/* 16 bits of a member name (equal names, equal hashes): its length, first and last 8 bytes. */
+static inline unsigned key_hash(const char *k, size_t n)
+{
+    uint64_t a, b;
+    if (n >= 8) {
+        memcpy(&a, k, 8);
+        memcpy(&b, k + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, k, 4);
+        memcpy(&y, k + n - 4, 4);
+        a = x;
+        b = y;
+    } else {
+        a = n ? (unsigned char)k[0] | (unsigned char)k[n >> 1] << 8 | (unsigned char)k[n - 1] << 16 : 0;
+        b = 0;
+    }
+    uint64_t h = (a ^ (b << 29 | b >> 35)) + n;
+    return (unsigned)((h * 0x9E3779B97F4A7C15ULL) >> 48);
+}
+
+/* Create the table of frame f at f->first and move the items waiting above it into it: elements
+ * (the last on top), or key/value pairs, whose names are all different (see `key:`), so storing
+ * them from the top down gives the same table as in order. */
 static void dec_flush(lua_State *L, dec_frame_t *f, int hint)
 {
     int first = f->first;
-    lua_createtable(L, hint, 0);
-    lua_replace(L, first);
-    for (int i = f->n; i >= 1; i--)
-        lua_rawseti(L, first, i); /* pops the top, which is element i */
+    if (f->obj) {
+        lua_createtable(L, 0, hint);
+        lua_replace(L, first);
+        for (int i = f->n; i >= 1; i--)
+            lua_rawset(L, first); /* pops the top pair */
+    } else {
+        lua_createtable(L, hint, 0);
+        lua_replace(L, first);
+        for (int i = f->n; i >= 1; i--)
+            lua_rawseti(L, first, i); /* pops the top, which is element i */
+    }
     f->created = 1;
 }
 
@@ -555,16 +595,14 @@ value:
         f = &frames[depth++];
         f->obj = *p == '{';
         f->n = 0;
+        f->seen = 0;
         f->first = lua_gettop(L) + 1;
-        if (f->obj && lua_checkstack(L, 8)) {
-            f->created = 1;
-            lua_createtable(L, 0, DEC_OBJ_HINT);
-        } else if (!f->obj && lua_checkstack(L, DEC_K + 8)) {
+        if (lua_checkstack(L, (f->obj ? 2 * DEC_K : DEC_K) + 8)) {
             f->created = 0;
             lua_pushnil(L); /* placeholder for the table */
         } else if (lua_checkstack(L, 8)) {
             f->created = 1;
-            lua_createtable(L, 0, 0);
+            lua_createtable(L, 0, f->obj ? DEC_OBJ_HINT : 0);
         } else {
             dec_fail(&d, LG_JSON_EDEPTH, p, "nesting too deep for the Lua stack");
             goto fail;
@@ -634,7 +672,7 @@ done: /* a complete value is on top of the stack */
     if (p < end && *p == ',') {
         p++;
         if (!f->created && f->n >= DEC_K)
-            dec_flush(L, f, 2 * DEC_K); /* a long array: at least DEC_K + 1 elements */
+            dec_flush(L, f, 2 * DEC_K); /* a long one: at least DEC_K + 1 items */
         if (!f->obj)
             goto value;
         p = skip_ws(p, end);
@@ -661,6 +699,30 @@ key: /* p is past whitespace, a member name is due */
     }
     if (!dec_string(&d, &p))
         goto fail;
+    if (!f->created) { /* f is the object's frame */
+        /* Members wait on the stack only while their names differ, so that the last of equal names
+         * wins as when each is stored in turn: on a name whose hash is already there (a repeat, or
+         * rarely another name), the table is created with the waiting ones and this one follows. */
+        unsigned h = key_hash(d.str, d.slen);
+        uint64_t bit = (uint64_t)1 << (h & 63);
+        int i = f->n;
+        if (f->seen & bit) {
+            i = 0;
+            while (i < f->n && f->kh[i] != h)
+                i++;
+        }
+        f->seen |= bit;
+        if (i < f->n) {
+            lua_createtable(L, 0, f->n);
+            lua_replace(L, f->first);
+            lua_insert(L, f->first + 1); /* the name goes below the waiting pairs */
+            for (i = 0; i < f->n; i++)
+                lua_rawset(L, f->first);
+            f->created = 1;
+        } else {
+            f->kh[i] = (uint16_t)h;
+        }
+    }
     p = skip_ws(p, end);
     if (p == end || *p != ':') {
         dec_fail_char(&d, p);

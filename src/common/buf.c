@@ -58,7 +58,9 @@ void lg_buf_json_str(lg_buf_t *b, const char *str, size_t n)
     /* Output per input byte is at most 6 (\u00XX); reserve per chunk so a huge string does not
      * reserve 6x its size at once. A sequence may end up to 3 bytes past its chunk. */
     size_t chunk = n > 4096 ? 4096 : n;
-    char *o0 = lg_buf_reserve(b, chunk * 6 + 16), *o = o0;
+    if (b->len + chunk * 6 + 16 + 1 > b->cap) /* lg_buf_reserve's test, without the call */
+        lg_buf_reserve(b, chunk * 6 + 16);
+    char *o0 = b->data + b->len, *o = o0;
     const unsigned char *cend = s + chunk;
     *o++ = '"';
     for (;;) {

@@ -249,22 +249,28 @@ static inline char *utf8_put(char *o, unsigned long cp)
     return o;
 }
 
-/* *pp points at the opening quote. Pushes the string and moves *pp past the closing quote. */
-static int dec_string(dec_t *d, const unsigned char **pp)
+/* Plain bytes from q, 8 at a time, then one by one for the last few: where the first other one is. */
+static inline const unsigned char *dec_plain(const unsigned char *q, const unsigned char *end)
 {
-    const unsigned char *open = *pp, *s = open + 1, *q = s, *end = d->end;
     for (;;) {
-        for (;;) { /* plain bytes, 8 at a time, then one by one for the last few */
-            if (end - q < 8) {
-                while (q < end && dec_cls[*q] == 0)
-                    q++;
-                break;
-            }
-            unsigned k = lg_json_plain8(q);
-            q += k;
-            if (k < 8)
-                break;
+        if (end - q < 8) {
+            while (q < end && dec_cls[*q] == 0)
+                q++;
+            return q;
         }
+        unsigned k = lg_json_plain8(q);
+        q += k;
+        if (k < 8)
+            return q;
+    }
+}
+
+/* dec_string past its plain ASCII start: q is at the first other byte (or the end). */
+static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned char *q)
+{
+    const unsigned char *open = *pp, *s = open + 1, *end = d->end;
+    for (;;) {
+        q = dec_plain(q, end);
         if (q == end) {
             dec_fail(d, LG_JSON_ESYNTAX, open, "unterminated string");
             return 0;
@@ -380,6 +386,21 @@ static int dec_string(dec_t *d, const unsigned char **pp)
     lua_pushlstring(d->L, out, d->slen);
     *pp = r + 1;
     return 1;
+}
+
+/* *pp points at the opening quote. Pushes the string and moves *pp past the closing quote. The
+ * common case (plain ASCII up to the quote) inline, the rest in dec_string_rest. */
+static inline int dec_string(dec_t *d, const unsigned char **pp)
+{
+    const unsigned char *s = *pp + 1, *q = dec_plain(s, d->end);
+    if (q < d->end && *q == '"') {
+        d->str = (const char *)s;
+        d->slen = (size_t)(q - s);
+        lua_pushlstring(d->L, d->str, d->slen);
+        *pp = q + 1;
+        return 1;
+    }
+    return dec_string_rest(d, pp, q);
 }
 
 static const double pow10_exact[23] = {

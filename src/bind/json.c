@@ -877,6 +877,50 @@ static inline void enc_putc(lg_buf_t *b, char c)
     b->len++;
 }
 
+/* lg_buf_json_str, with a short string of plain ASCII (most names and many values) written here
+ * without the call; any other goes to it from the start. The room asked for (n + 10) is never more
+ * than lg_buf_json_str reserves itself. */
+static inline __attribute__((always_inline)) void enc_string(lg_buf_t *b, const char *str, size_t n)
+{
+    if (n <= 64) {
+        const unsigned char *s = (const unsigned char *)str;
+        char *o = enc_room(b, n + 10) + 1;
+        uint64_t v;
+        if (n >= 8) { /* 8 bytes at a time, the last 8 overlapping the ones before (all plain) */
+            for (size_t i = 0; i + 8 < n; i += 8) {
+                memcpy(&v, s + i, 8);
+                if (lg_json_special8(v))
+                    goto other;
+                memcpy(o + i, &v, 8);
+            }
+            memcpy(&v, s + n - 8, 8);
+            if (lg_json_special8(v))
+                goto other;
+            memcpy(o + n - 8, &v, 8);
+        } else if (n >= 4) { /* two overlapping halves */
+            uint32_t lo, hi;
+            memcpy(&lo, s, 4);
+            memcpy(&hi, s + n - 4, 4);
+            if (lg_json_special8(lo | (uint64_t)hi << 32))
+                goto other;
+            memcpy(o, &lo, 4);
+            memcpy(o + n - 4, &hi, 4);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                if (dec_cls[s[i]] != 0)
+                    goto other;
+                o[i] = (char)s[i];
+            }
+        }
+        o[-1] = '"';
+        o[n] = '"';
+        b->len += n + 2;
+        return;
+    }
+other:
+    lg_buf_json_str(b, str, n);
+}
+
 static int enc_fail(enc_t *e, lg_json_status_t st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static int enc_fail(enc_t *e, lg_json_status_t st, const char *fmt, ...)
@@ -1074,7 +1118,7 @@ static int enc_table(enc_t *e, int idx, int depth)
         int kt = lua_type(L, -2);
         if (kt == LUA_TSTRING) {
             ks = lua_tolstring(L, -2, &kn);
-            lg_buf_json_str(e->b, ks, kn);
+            enc_string(e->b, ks, kn);
         } else if (kt == LUA_TNUMBER) {
             double k = lua_tonumber(L, -2);
             if (!isfinite(k))
@@ -1119,7 +1163,7 @@ static int enc_value(enc_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        lg_buf_json_str(e->b, s, n);
+        enc_string(e->b, s, n);
         return 1;
     }
     case LUA_TTABLE:

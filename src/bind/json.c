@@ -270,7 +270,8 @@ static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned ch
 {
     const unsigned char *open = *pp, *s = open + 1, *end = d->end;
     for (;;) {
-        q = dec_plain(q, end);
+        if (q < end && dec_cls[*q] == 0) /* (not straight after one: UTF-8 text runs on) */
+            q = dec_plain(q, end);
         if (q == end) {
             dec_fail(d, LG_JSON_ESYNTAX, open, "unterminated string");
             return 0;

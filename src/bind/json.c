@@ -300,8 +300,21 @@ static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned ch
 
     /* Escapes: find the closing quote, then unescape into scratch (never longer than the text). */
     const unsigned char *r = q;
-    while (r < end && *r != '"') {
-        if (*r == '\\' && ++r == end)
+    for (;;) {
+        uint64_t v;
+        while (end - r >= 8) { /* 8 bytes at a time while none is '"' or '\\' */
+            const uint64_t ones = 0x0101010101010101ULL;
+            memcpy(&v, r, 8);
+            uint64_t x = v ^ (ones * '"'), y = v ^ (ones * '\\');
+            if ((((x - ones) & ~x) | ((y - ones) & ~y)) & (ones << 7))
+                break;
+            r += 8;
+        }
+        while (r < end && *r != '"' && *r != '\\')
+            r++;
+        if (r == end || *r == '"')
+            break;
+        if (++r == end) /* past the backslash and the byte it escapes */
             break;
         r++;
     }
@@ -315,8 +328,15 @@ static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned ch
     while (q < r) {
         unsigned c = *q;
         if (dec_cls[c] == 0) {
-            *o++ = (char)c;
-            q++;
+            if (r - q >= 8) { /* 8 at a time: o - out <= q - s, so o + 8 <= out + (r - s) */
+                unsigned k = lg_json_plain8(q);
+                memcpy(o, q, 8);
+                o += k;
+                q += k;
+            } else {
+                *o++ = (char)c;
+                q++;
+            }
             continue;
         }
         if (c == '\\') {

@@ -35,7 +35,9 @@
  *     written "root". A top-level nil encodes as null.
  *   - depth: the first container is depth 1; max_depth 128 accepts 128 nested arrays and rejects
  *     129. Independently, the Lua stack of a C call holds at most LUAI_MAXCSTACK (8000) slots;
- *     nesting past what fits (over a thousand levels) fails with LG_JSON_EDEPTH too.
+ *     nesting past what fits fails with LG_JSON_EDEPTH too: a level holds up to 2 * DEC_K of them
+ *     (an object with 15 members waiting and the name of the 16th), so 128 levels fit, and
+ *     some 250 levels of such wide objects and thousands of levels of narrow ones.
  *   - allocation failure of our own scratch memory aborts, like lg_buf (buf.h).
  *   - `luagent.json`: json.empty_array's metatable has __newindex raising and __metatable set to
  *     json.array_mt, so getmetatable(json.empty_array) == json.array_mt like any other array and

@@ -60,6 +60,36 @@ static inline size_t lg_utf8_len(const unsigned char *p, const unsigned char *en
     return 0;
 }
 
+/* Bytes a JSON string cannot carry as they are: '"', '\\', a control byte (< 0x20), or a byte
+ * >= 0x80 (UTF-8 to validate). lg_json_special8 checks the 8 lanes of v at once (portable SWAR):
+ * a lane's top bit is set in the result when it is '"' or '\\' (a zero after XOR), < 0x20 (it
+ * borrows on subtracting 0x20) or >= 0x80; 0 means all 8 are plain. Borrows only run from a marked
+ * lane to the lanes above it, so the lowest mark is always a real one (higher ones may not be). */
+static inline uint64_t lg_json_special8(uint64_t v)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t q = v ^ (ones * '"'), b = v ^ (ones * '\\');
+    return (((q - ones) & ~q) | ((b - ones) & ~b) | ((v - ones * 0x20) & ~v) | v) & high;
+}
+
+/* How many of the 8 bytes at p (all readable) come before the first special one; 8 if none. */
+static inline unsigned lg_json_plain8(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, 8);
+    uint64_t m = lg_json_special8(v);
+    if (m == 0)
+        return 8;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+    return (unsigned)__builtin_ctzll(m) >> 3; /* p[0] is the lowest lane */
+#else
+    unsigned i = 0;
+    while (p[i] >= 0x20 && p[i] < 0x80 && p[i] != '"' && p[i] != '\\')
+        i++;
+    return i;
+#endif
+}
+
 static inline void lg_buf_reset(lg_buf_t *b)
 {
     b->len = 0;

@@ -42,7 +42,9 @@ typedef struct lg_json_error {
 } lg_json_error_t;
 
 /** Decode `len` bytes at `s` and push exactly one Lua value on success (nothing on error).
- *  Needs up to max_depth + a few Lua stack slots; checks them itself. `err` may be NULL.
+ *  Needs up to 32 Lua stack slots per nesting level (an open container's items wait there) + a
+ *  few; checks them itself: nesting past what the stack of a C call holds (8000 slots; 128 levels
+ *  fit) is LG_JSON_EDEPTH. `err` may be NULL.
  *  `s` need not be NUL-terminated. Depth: the outermost container is depth 1, so max_depth 128
  *  accepts 128 nested arrays and rejects 129 (0 allows scalars only). Duplicate object keys: the
  *  last wins. "-0" gives -0.0; a number that overflows a double ("1e400") is LG_JSON_ESYNTAX, one

@@ -2,13 +2,15 @@
  * json.c - the host's faithful JSON codec (see include/luagent/json.h, DESIGN §8).
  *
  * Decoder: one pass over the text, iterative (an explicit frame stack, no C recursion), values
- * pushed straight onto the Lua stack. The elements of an open array wait on the Lua stack until it
- * closes (up to DEC_K of them), so most arrays are created once with their exact size; a longer one
- * is then created with a size hint and filled as it goes. An object is created when it opens, sized
- * for DEC_OBJ_HINT members, and each member is stored as soon as it is parsed (measured: batching
- * members too costs more in extra stack copies than the exact size saves). Strings without escapes
- * are pushed straight from the input; integers are parsed by hand; other numbers take an exact fast
- * path (<= 2^53 mantissa times an exact power of ten <= 22) or strtod in the "C" locale.
+ * pushed straight onto the Lua stack. The items of an open array or object (elements, name/value
+ * pairs) wait on the Lua stack until it closes (up to DEC_K of them), so most tables are created once
+ * with their exact size and never rehashed; a longer one is then created with a size hint and filled
+ * as it goes. The waiting pairs of an object are stored from the top of the stack down, which needs
+ * their names to differ: a name that may repeat one of them (same 16-bit key_hash) ends the wait
+ * there, and from then on each member is stored as it comes (so the last of equal names wins).
+ * Strings are scanned 8 bytes at a time (lg_json_plain8) and, without escapes, pushed straight from
+ * the input; integers are parsed by hand; other numbers take an exact fast path (<= 2^53 mantissa
+ * times an exact power of ten <= 22) or strtod in the "C" locale.
  *
  * Encoder: recursive over the Lua value (depth bounded by max_depth), writing into an lg_buf_t.
  * It never calls into Lua code (raw accesses, no metamethods), so it cannot raise except on memory
@@ -33,7 +35,9 @@
  *     written "root". A top-level nil encodes as null.
  *   - depth: the first container is depth 1; max_depth 128 accepts 128 nested arrays and rejects
  *     129. Independently, the Lua stack of a C call holds at most LUAI_MAXCSTACK (8000) slots;
- *     nesting past what fits (over a thousand levels) fails with LG_JSON_EDEPTH too.
+ *     nesting past what fits fails with LG_JSON_EDEPTH too: a level holds up to 2 * DEC_K of them
+ *     (an object with 15 members waiting and the name of the 16th), so 128 levels fit, and
+ *     some 250 levels of such wide objects and thousands of levels of narrow ones.
  *   - allocation failure of our own scratch memory aborts, like lg_buf (buf.h).
  *   - `luagent.json`: json.empty_array's metatable has __newindex raising and __metatable set to
  *     json.array_mt, so getmetatable(json.empty_array) == json.array_mt like any other array and
@@ -122,9 +126,9 @@ int lg_json_is_null(lua_State *L, int idx)
 /* Decoder                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Elements an open array keeps on the Lua stack before its table is created. */
+/* Items an open array or object keeps on the Lua stack before its table is created. */
 #define DEC_K 16
-/* Initial hash size of a decoded object (most request objects have a handful of members). */
+/* Hash size of an object created as it opens (only when the Lua stack is short of room). */
 #define DEC_OBJ_HINT 4
 #define DEC_LOCAL_FRAMES 32
 #define DEC_SCRATCH 256
@@ -146,6 +150,8 @@ typedef struct dec_frame {
     int n;                /* elements / members so far */
     unsigned char obj;    /* object (1) or array (0) */
     unsigned char created; /* table exists at `first` (items go straight in) */
+    uint64_t seen;        /* object not created yet: bit (key_hash & 63) of each waiting name */
+    uint16_t kh[DEC_K];   /* and their key_hash */
 } dec_frame_t;
 
 typedef struct dec {
@@ -157,6 +163,8 @@ typedef struct dec {
     const char *const *keys; /* lg_json_decode_spans: top-level members to locate */
     size_t nkeys;
     lg_json_span_t *spans;
+    const char *str;   /* the bytes of the last string dec_string pushed (input or scratch) */
+    size_t slen;
     char local[DEC_SCRATCH];
 } dec_t;
 
@@ -243,20 +251,38 @@ static inline char *utf8_put(char *o, unsigned long cp)
     return o;
 }
 
-/* *pp points at the opening quote. Pushes the string and moves *pp past the closing quote. */
-static int dec_string(dec_t *d, const unsigned char **pp)
+/* Plain bytes from q, 8 at a time, then one by one for the last few: where the first other one is. */
+static inline const unsigned char *dec_plain(const unsigned char *q, const unsigned char *end)
 {
-    const unsigned char *open = *pp, *s = open + 1, *q = s, *end = d->end;
     for (;;) {
-        while (q < end && dec_cls[*q] == 0)
-            q++;
+        if (end - q < 8) {
+            while (q < end && dec_cls[*q] == 0)
+                q++;
+            return q;
+        }
+        unsigned k = lg_json_plain8(q);
+        q += k;
+        if (k < 8)
+            return q;
+    }
+}
+
+/* dec_string past its plain ASCII start: q is at the first other byte (or the end). */
+static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned char *q)
+{
+    const unsigned char *open = *pp, *s = open + 1, *end = d->end;
+    for (;;) {
+        if (q < end && dec_cls[*q] == 0) /* (not straight after one: UTF-8 text runs on) */
+            q = dec_plain(q, end);
         if (q == end) {
             dec_fail(d, LG_JSON_ESYNTAX, open, "unterminated string");
             return 0;
         }
         unsigned c = *q;
         if (c == '"') {
-            lua_pushlstring(d->L, (const char *)s, (size_t)(q - s));
+            d->str = (const char *)s;
+            d->slen = (size_t)(q - s);
+            lua_pushlstring(d->L, d->str, d->slen);
             *pp = q + 1;
             return 1;
         }
@@ -276,8 +302,21 @@ static int dec_string(dec_t *d, const unsigned char **pp)
 
     /* Escapes: find the closing quote, then unescape into scratch (never longer than the text). */
     const unsigned char *r = q;
-    while (r < end && *r != '"') {
-        if (*r == '\\' && ++r == end)
+    for (;;) {
+        uint64_t v;
+        while (end - r >= 8) { /* 8 bytes at a time while none is '"' or '\\' */
+            const uint64_t ones = 0x0101010101010101ULL;
+            memcpy(&v, r, 8);
+            uint64_t x = v ^ (ones * '"'), y = v ^ (ones * '\\');
+            if ((((x - ones) & ~x) | ((y - ones) & ~y)) & (ones << 7))
+                break;
+            r += 8;
+        }
+        while (r < end && *r != '"' && *r != '\\')
+            r++;
+        if (r == end || *r == '"')
+            break;
+        if (++r == end) /* past the backslash and the byte it escapes */
             break;
         r++;
     }
@@ -291,8 +330,15 @@ static int dec_string(dec_t *d, const unsigned char **pp)
     while (q < r) {
         unsigned c = *q;
         if (dec_cls[c] == 0) {
-            *o++ = (char)c;
-            q++;
+            if (r - q >= 8) { /* 8 at a time: o - out <= q - s, so o + 8 <= out + (r - s) */
+                unsigned k = lg_json_plain8(q);
+                memcpy(o, q, 8);
+                o += k;
+                q += k;
+            } else {
+                *o++ = (char)c;
+                q++;
+            }
             continue;
         }
         if (c == '\\') {
@@ -358,9 +404,26 @@ static int dec_string(dec_t *d, const unsigned char **pp)
         o += n;
         q += n;
     }
-    lua_pushlstring(d->L, out, (size_t)(o - out));
+    d->str = out;
+    d->slen = (size_t)(o - out);
+    lua_pushlstring(d->L, out, d->slen);
     *pp = r + 1;
     return 1;
+}
+
+/* *pp points at the opening quote. Pushes the string and moves *pp past the closing quote. The
+ * common case (plain ASCII up to the quote) inline, the rest in dec_string_rest. */
+static inline int dec_string(dec_t *d, const unsigned char **pp)
+{
+    const unsigned char *s = *pp + 1, *q = dec_plain(s, d->end);
+    if (q < d->end && *q == '"') {
+        d->str = (const char *)s;
+        d->slen = (size_t)(q - s);
+        lua_pushlstring(d->L, d->str, d->slen);
+        *pp = q + 1;
+        return 1;
+    }
+    return dec_string_rest(d, pp, q);
 }
 
 static const double pow10_exact[23] = {
@@ -469,14 +532,44 @@ bad:
     return 0;
 }
 
-/* Create the table of array frame f at f->first and move the elements waiting above it into it. */
+/* 16 bits of a member name (equal names, equal hashes): its length, first and last 8 bytes. */
+static inline unsigned key_hash(const char *k, size_t n)
+{
+    uint64_t a, b;
+    if (n >= 8) {
+        memcpy(&a, k, 8);
+        memcpy(&b, k + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t x, y;
+        memcpy(&x, k, 4);
+        memcpy(&y, k + n - 4, 4);
+        a = x;
+        b = y;
+    } else {
+        a = n ? (unsigned char)k[0] | (unsigned char)k[n >> 1] << 8 | (unsigned char)k[n - 1] << 16 : 0;
+        b = 0;
+    }
+    uint64_t h = (a ^ (b << 29 | b >> 35)) + n;
+    return (unsigned)((h * 0x9E3779B97F4A7C15ULL) >> 48);
+}
+
+/* Create the table of frame f at f->first and move the items waiting above it into it: elements
+ * (the last on top), or key/value pairs, whose names are all different (see `key:`), so storing
+ * them from the top down gives the same table as in order. */
 static void dec_flush(lua_State *L, dec_frame_t *f, int hint)
 {
     int first = f->first;
-    lua_createtable(L, hint, 0);
-    lua_replace(L, first);
-    for (int i = f->n; i >= 1; i--)
-        lua_rawseti(L, first, i); /* pops the top, which is element i */
+    if (f->obj) {
+        lua_createtable(L, 0, hint);
+        lua_replace(L, first);
+        for (int i = f->n; i >= 1; i--)
+            lua_rawset(L, first); /* pops the top pair */
+    } else {
+        lua_createtable(L, hint, 0);
+        lua_replace(L, first);
+        for (int i = f->n; i >= 1; i--)
+            lua_rawseti(L, first, i); /* pops the top, which is element i */
+    }
     f->created = 1;
 }
 
@@ -546,16 +639,14 @@ value:
         f = &frames[depth++];
         f->obj = *p == '{';
         f->n = 0;
+        f->seen = 0;
         f->first = lua_gettop(L) + 1;
-        if (f->obj && lua_checkstack(L, 8)) {
-            f->created = 1;
-            lua_createtable(L, 0, DEC_OBJ_HINT);
-        } else if (!f->obj && lua_checkstack(L, DEC_K + 8)) {
+        if (lua_checkstack(L, (f->obj ? 2 * DEC_K : DEC_K) + 8)) {
             f->created = 0;
             lua_pushnil(L); /* placeholder for the table */
         } else if (lua_checkstack(L, 8)) {
             f->created = 1;
-            lua_createtable(L, 0, 0);
+            lua_createtable(L, 0, f->obj ? DEC_OBJ_HINT : 0);
         } else {
             dec_fail(&d, LG_JSON_EDEPTH, p, "nesting too deep for the Lua stack");
             goto fail;
@@ -625,7 +716,7 @@ done: /* a complete value is on top of the stack */
     if (p < end && *p == ',') {
         p++;
         if (!f->created && f->n >= DEC_K)
-            dec_flush(L, f, 2 * DEC_K); /* a long array: at least DEC_K + 1 elements */
+            dec_flush(L, f, 2 * DEC_K); /* a long one: at least DEC_K + 1 items */
         if (!f->obj)
             goto value;
         p = skip_ws(p, end);
@@ -652,6 +743,30 @@ key: /* p is past whitespace, a member name is due */
     }
     if (!dec_string(&d, &p))
         goto fail;
+    if (!f->created) { /* f is the object's frame */
+        /* Members wait on the stack only while their names differ, so that the last of equal names
+         * wins as when each is stored in turn: on a name whose hash is already there (a repeat, or
+         * rarely another name), the table is created with the waiting ones and this one follows. */
+        unsigned h = key_hash(d.str, d.slen);
+        uint64_t bit = (uint64_t)1 << (h & 63);
+        int i = f->n;
+        if (f->seen & bit) {
+            i = 0;
+            while (i < f->n && f->kh[i] != h)
+                i++;
+        }
+        f->seen |= bit;
+        if (i < f->n) {
+            lua_createtable(L, 0, f->n);
+            lua_replace(L, f->first);
+            lua_insert(L, f->first + 1); /* the name goes below the waiting pairs */
+            for (i = 0; i < f->n; i++)
+                lua_rawset(L, f->first);
+            f->created = 1;
+        } else {
+            f->kh[i] = (uint16_t)h;
+        }
+    }
     p = skip_ws(p, end);
     if (p == end || *p != ':') {
         dec_fail_char(&d, p);
@@ -783,6 +898,50 @@ static inline void enc_putc(lg_buf_t *b, char c)
     char *o = enc_room(b, 1);
     *o = c;
     b->len++;
+}
+
+/* lg_buf_json_str, with a short string of plain ASCII (most names and many values) written here
+ * without the call; any other goes to it from the start. The room asked for (n + 10) is never more
+ * than lg_buf_json_str reserves itself. */
+static inline __attribute__((always_inline)) void enc_string(lg_buf_t *b, const char *str, size_t n)
+{
+    if (n <= 64) {
+        const unsigned char *s = (const unsigned char *)str;
+        char *o = enc_room(b, n + 10) + 1;
+        uint64_t v;
+        if (n >= 8) { /* 8 bytes at a time, the last 8 overlapping the ones before (all plain) */
+            for (size_t i = 0; i + 8 < n; i += 8) {
+                memcpy(&v, s + i, 8);
+                if (lg_json_special8(v))
+                    goto other;
+                memcpy(o + i, &v, 8);
+            }
+            memcpy(&v, s + n - 8, 8);
+            if (lg_json_special8(v))
+                goto other;
+            memcpy(o + n - 8, &v, 8);
+        } else if (n >= 4) { /* two overlapping halves */
+            uint32_t lo, hi;
+            memcpy(&lo, s, 4);
+            memcpy(&hi, s + n - 4, 4);
+            if (lg_json_special8(lo | (uint64_t)hi << 32))
+                goto other;
+            memcpy(o, &lo, 4);
+            memcpy(o + n - 4, &hi, 4);
+        } else {
+            for (size_t i = 0; i < n; i++) {
+                if (dec_cls[s[i]] != 0)
+                    goto other;
+                o[i] = (char)s[i];
+            }
+        }
+        o[-1] = '"';
+        o[n] = '"';
+        b->len += n + 2;
+        return;
+    }
+other:
+    lg_buf_json_str(b, str, n);
 }
 
 static int enc_fail(enc_t *e, lg_json_status_t st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -982,7 +1141,7 @@ static int enc_table(enc_t *e, int idx, int depth)
         int kt = lua_type(L, -2);
         if (kt == LUA_TSTRING) {
             ks = lua_tolstring(L, -2, &kn);
-            lg_buf_json_str(e->b, ks, kn);
+            enc_string(e->b, ks, kn);
         } else if (kt == LUA_TNUMBER) {
             double k = lua_tonumber(L, -2);
             if (!isfinite(k))
@@ -1027,7 +1186,7 @@ static int enc_value(enc_t *e, int idx, int depth)
     case LUA_TSTRING: {
         size_t n;
         const char *s = lua_tolstring(L, idx, &n);
-        lg_buf_json_str(e->b, s, n);
+        enc_string(e->b, s, n);
         return 1;
     }
     case LUA_TTABLE:

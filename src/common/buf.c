@@ -58,12 +58,45 @@ void lg_buf_json_str(lg_buf_t *b, const char *str, size_t n)
     /* Output per input byte is at most 6 (\u00XX); reserve per chunk so a huge string does not
      * reserve 6x its size at once. A sequence may end up to 3 bytes past its chunk. */
     size_t chunk = n > 4096 ? 4096 : n;
-    char *o0 = lg_buf_reserve(b, chunk * 6 + 16), *o = o0;
+    if (b->len + chunk * 6 + 16 + 1 > b->cap) /* lg_buf_reserve's test, without the call */
+        lg_buf_reserve(b, chunk * 6 + 16);
+    char *o0 = b->data + b->len, *o = o0;
     const unsigned char *cend = s + chunk;
     *o++ = '"';
     for (;;) {
-        while (s < cend && enc_cls[*s] == 0)
-            *o++ = (char)*s++;
+        /* Plain bytes 8 at a time while 8 remain in the chunk: all 8 are copied, o and s move past
+         * the plain ones only. The copy stays inside the reservation: o - o0 is at most 1 + 6 per
+         * chunk byte read so far, and these 8 are still unread. Entered only at a plain byte before
+         * cend (so s <= cend inside; a sequence can end past cend), not straight after another one
+         * (UTF-8 text runs on). */
+        if (s < cend && enc_cls[*s] == 0) {
+            for (;;) {
+                size_t t = (size_t)(cend - s);
+                if (t < 8) {
+                    if (t >= 4) { /* 4..7 left: test them at once as two overlapping 4-byte halves */
+                        uint32_t lo, hi;
+                        memcpy(&lo, s, 4);
+                        memcpy(&hi, s + t - 4, 4);
+                        if (lg_json_special8(lo | (uint64_t)hi << 32) == 0) {
+                            memcpy(o, s, 4);
+                            memcpy(o + t - 4, s + t - 4, 4);
+                            o += t;
+                            s += t;
+                            break;
+                        }
+                    }
+                    while (s < cend && enc_cls[*s] == 0)
+                        *o++ = (char)*s++;
+                    break;
+                }
+                unsigned k = lg_json_plain8(s);
+                memcpy(o, s, 8);
+                s += k;
+                o += k;
+                if (k < 8)
+                    break;
+            }
+        }
         if (s >= cend) {
             if (s >= end)
                 break;

@@ -951,6 +951,434 @@ static void test_member_spans(void **state)
     lua_settop(L, 0);
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Strings and objects around the 8-byte scans and the on-stack batch of members; expectations are
+ * built from the parts of each input, not by the code under test. */
+
+/* Plain bytes, some one bit away from a special one ('#' is '"' ^ 1, ']' is '\\' ^ 1). */
+static const char filler[] = "a# ]/~\x7f" "0Z!";
+
+static void put_fill(lg_buf_t *b, size_t n, size_t from)
+{
+    for (size_t i = 0; i < n; i++)
+        lg_buf_putc(b, filler[(from + i) % (sizeof filler - 1)]);
+}
+
+typedef struct str_case {
+    const char *json;   /* as written inside a JSON string */
+    const char *text;   /* decoded (NULL: rejected) */
+    lg_json_status_t st;
+    const char *what;   /* the error message before " at offset N" */
+} str_case_t;
+
+static const str_case_t str_cases[] = {
+    {"\\\"", "\"", LG_JSON_OK, NULL},
+    {"\\\\", "\\", LG_JSON_OK, NULL},
+    {"\\n", "\n", LG_JSON_OK, NULL},
+    {"\\/", "/", LG_JSON_OK, NULL},
+    {"\\u00e9", "\xc3\xa9", LG_JSON_OK, NULL},
+    {"\\ud83d\\ude00", "\xf0\x9f\x98\x80", LG_JSON_OK, NULL},
+    {"\xc3\xa9", "\xc3\xa9", LG_JSON_OK, NULL},
+    {"\xe2\x82\xac", "\xe2\x82\xac", LG_JSON_OK, NULL},
+    {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80", LG_JSON_OK, NULL},
+    {"\x7f", "\x7f", LG_JSON_OK, NULL},
+    {"\x01", NULL, LG_JSON_ESYNTAX, "unescaped control character 0x01 in string"},
+    {"\x1f", NULL, LG_JSON_ESYNTAX, "unescaped control character 0x1f in string"},
+    {"\x80", NULL, LG_JSON_EUTF8, "invalid UTF-8 byte 0x80 in string"},
+    {"\xff", NULL, LG_JSON_EUTF8, "invalid UTF-8 byte 0xff in string"},
+    {"\xc3", NULL, LG_JSON_EUTF8, "invalid UTF-8 byte 0xc3 in string"},
+    {"\xed\xa0\x80", NULL, LG_JSON_EUTF8, "invalid UTF-8 byte 0xed in string"},
+};
+
+static void test_strings_special_at_each_offset(void **state)
+{
+    lua_State *L = *state;
+    lg_buf_t in = {0}, want = {0};
+    lg_json_error_t err;
+    for (size_t k = 0; k < sizeof str_cases / sizeof str_cases[0]; k++) {
+        const str_case_t *c = &str_cases[k];
+        for (int lead = 0; lead < 2; lead++) /* "\t" first: the string takes the escape path */
+            for (size_t plain = 0; plain <= 17; plain++)
+                for (size_t after = 0; after <= 17; after++) {
+                    for (int as_key = 0; as_key < 2; as_key++) {
+                        lg_buf_reset(&in);
+                        lg_buf_reset(&want);
+                        if (as_key)
+                            lg_buf_putc(&in, '{');
+                        lg_buf_putc(&in, '"');
+                        if (lead) {
+                            lg_buf_lit(&in, "\\t");
+                            lg_buf_putc(&want, '\t');
+                        }
+                        put_fill(&in, plain, 0);
+                        put_fill(&want, plain, 0);
+                        size_t at = in.len; /* where the special starts */
+                        lg_buf_append(&in, c->json, strlen(c->json));
+                        if (c->text)
+                            lg_buf_append(&want, c->text, strlen(c->text));
+                        put_fill(&in, after, 5);
+                        put_fill(&want, after, 5);
+                        lg_buf_putc(&in, '"');
+                        if (as_key)
+                            lg_buf_lit(&in, ":1}");
+                        lg_json_status_t st = dec(L, in.data, in.len, 8, &err);
+                        if (st != c->st) {
+                            print_error("case %zu lead %d at %zu+%zu key %d: status %d (%s)\n", k, lead, plain, after,
+                                        as_key, st, err.msg);
+                            fail();
+                        }
+                        if (st != LG_JSON_OK) {
+                            char msg[160];
+                            snprintf(msg, sizeof msg, "%s at offset %zu", c->what, at);
+                            assert_string_equal(err.msg, msg);
+                            assert_int_equal(err.offset, at);
+                            continue;
+                        }
+                        if (as_key) {
+                            lua_pushlstring(L, want.data, want.len);
+                            lua_rawget(L, -2);
+                            assert_int_equal((int)lua_tonumber(L, -1), 1);
+                            lua_pop(L, 2);
+                            continue;
+                        }
+                        size_t n;
+                        const char *got = lua_tolstring(L, -1, &n);
+                        assert_int_equal(n, want.len);
+                        assert_memory_equal(got, want.data, want.len);
+                        lua_pop(L, 1);
+                    }
+                }
+    }
+    /* unterminated, at every length */
+    for (size_t plain = 0; plain <= 20; plain++)
+        for (int tail = 0; tail < 3; tail++) {
+            lg_buf_reset(&in);
+            lg_buf_putc(&in, '"');
+            if (tail == 2)
+                lg_buf_lit(&in, "\\n");
+            put_fill(&in, plain, 0);
+            if (tail == 1)
+                lg_buf_putc(&in, '\\');
+            assert_int_equal(dec(L, in.data, in.len, 8, &err), LG_JSON_ESYNTAX);
+            assert_string_equal(err.msg, "unterminated string at offset 0");
+        }
+    lg_buf_free(&in);
+    lg_buf_free(&want);
+}
+
+/* What the encoder writes for a byte (or sequence) in a Lua string. */
+static const struct {
+    const char *in, *out;
+} enc_cases[] = {
+    {"\"", "\\\""}, {"\\", "\\\\"}, {"\n", "\\n"}, {"\x01", "\\u0001"}, {"\x1f", "\\u001f"}, {"/", "/"},
+    {"\xc3\xa9", "\xc3\xa9"}, {"\xf0\x9f\x98\x80", "\xf0\x9f\x98\x80"}, {"\xff", "\xef\xbf\xbd"},
+    {"\xc3", "\xef\xbf\xbd"}, {"\xe2\x82", "\xef\xbf\xbd\xef\xbf\xbd"}, {"", ""},
+};
+
+static void test_encode_special_at_each_offset(void **state)
+{
+    lua_State *L = *state;
+    static const size_t afters[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 15, 16, 17, 40, 46, 47, 48, 60, 70};
+    lg_buf_t in = {0}, want = {0};
+    for (size_t k = 0; k < sizeof enc_cases / sizeof enc_cases[0]; k++)
+        for (size_t plain = 0; plain <= 17; plain++)
+            for (size_t a = 0; a < sizeof afters / sizeof afters[0]; a++) {
+                lg_buf_reset(&in);
+                lg_buf_reset(&want);
+                lg_buf_putc(&want, '"');
+                put_fill(&in, plain, 0);
+                put_fill(&want, plain, 0);
+                lg_buf_append(&in, enc_cases[k].in, strlen(enc_cases[k].in));
+                lg_buf_append(&want, enc_cases[k].out, strlen(enc_cases[k].out));
+                put_fill(&in, afters[a], 2);
+                put_fill(&want, afters[a], 2);
+                lg_buf_putc(&want, '"');
+                lua_pushlstring(L, in.data, in.len);
+                char *out = enc(L, NULL, NULL);
+                assert_string_equal(out, want.data);
+                free(out);
+                lua_pop(L, 1);
+            }
+    lg_buf_free(&in);
+    lg_buf_free(&want);
+}
+
+/* Append member i of a generated object (after a comma unless it is the first): named `name` or
+ * "k<i>", a value of each type in turn. Returns the offset of the value in `text`. */
+static size_t put_member(lg_buf_t *text, int i, const char *name)
+{
+    if (i)
+        lg_buf_putc(text, ',');
+    if (name)
+        lg_buf_printf(text, "\"%s\":", name);
+    else
+        lg_buf_printf(text, "\"k%d\":", i);
+    size_t at = text->len;
+    switch (i % 7) {
+    case 0: lg_buf_printf(text, "%d", i); break;
+    case 1: lg_buf_printf(text, "\"s%d\"", i); break;
+    case 2: lg_buf_lit(text, "true"); break;
+    case 3: lg_buf_lit(text, "false"); break;
+    case 4: lg_buf_lit(text, "null"); break;
+    case 5: lg_buf_printf(text, "[%d,\"a\"]", i); break;
+    default: lg_buf_printf(text, "{\"i\":%d,\"j\":[]}", i); break;
+    }
+    return at;
+}
+
+/* The value at the top is what put_member wrote for member i. */
+static void check_member(lua_State *L, int i)
+{
+    switch (i % 7) {
+    case 0:
+        assert_int_equal(lua_type(L, -1), LUA_TNUMBER);
+        assert_int_equal((int)lua_tonumber(L, -1), i);
+        break;
+    case 1: {
+        char s[16];
+        snprintf(s, sizeof s, "s%d", i);
+        assert_int_equal(lua_type(L, -1), LUA_TSTRING);
+        assert_string_equal(lua_tostring(L, -1), s);
+        break;
+    }
+    case 2: case 3:
+        assert_int_equal(lua_type(L, -1), LUA_TBOOLEAN);
+        assert_int_equal(lua_toboolean(L, -1), i % 7 == 2);
+        break;
+    case 4:
+        assert_true(lg_json_is_null(L, -1));
+        break;
+    case 5:
+        assert_int_equal(lua_type(L, -1), LUA_TTABLE);
+        assert_true(is_array_marked(L, -1));
+        assert_int_equal(lua_objlen(L, -1), 2);
+        lua_rawgeti(L, -1, 1);
+        assert_int_equal((int)lua_tonumber(L, -1), i);
+        lua_rawgeti(L, -2, 2);
+        assert_string_equal(lua_tostring(L, -1), "a");
+        lua_pop(L, 2);
+        break;
+    default: {
+        assert_int_equal(lua_type(L, -1), LUA_TTABLE);
+        assert_false(is_array_marked(L, -1));
+        lua_getfield(L, -1, "i");
+        assert_int_equal((int)lua_tonumber(L, -1), i);
+        lua_getfield(L, -2, "j");
+        assert_true(is_array_marked(L, -1));
+        assert_int_equal(lua_objlen(L, -1), 0);
+        lua_pop(L, 2);
+        break;
+    }
+    }
+}
+
+static int count_keys(lua_State *L, int idx)
+{
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx < 0 ? idx - 1 : idx)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    return n;
+}
+
+/* Check the object at the top: members k<i> for i < n not in dups, and "dup" holding member last's value. */
+static void check_object(lua_State *L, int n, const int *dups, int ndups)
+{
+    assert_int_equal(lua_type(L, -1), LUA_TTABLE);
+    assert_false(is_array_marked(L, -1));
+    for (int i = 0; i < n; i++) {
+        int is_dup = 0;
+        for (int j = 0; j < ndups; j++)
+            is_dup |= dups[j] == i;
+        if (is_dup)
+            continue;
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        lua_getfield(L, -1, k);
+        check_member(L, i);
+        lua_pop(L, 1);
+    }
+    if (ndups) {
+        lua_getfield(L, -1, "dup");
+        check_member(L, dups[ndups - 1]);
+        lua_pop(L, 1);
+    }
+    assert_int_equal(count_keys(L, -1), n - (ndups ? ndups - 1 : 0));
+}
+
+static void test_object_sizes(void **state)
+{
+    lua_State *L = *state;
+    static const int sizes[] = {0, 1, 4, 5, 15, 16, 17, 31, 32, 33, 40};
+    lg_buf_t text = {0};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        int n = sizes[s];
+        for (int nest = 0; nest < 3; nest++) {
+            /* alone, as the middle member of an object, inside an array with elements around it */
+            lg_buf_reset(&text);
+            if (nest == 1)
+                lg_buf_lit(&text, "{\"a\":1,\"b\":");
+            else if (nest == 2)
+                lg_buf_lit(&text, "[1,2,");
+            lg_buf_putc(&text, '{');
+            for (int i = 0; i < n; i++)
+                put_member(&text, i, NULL);
+            lg_buf_putc(&text, '}');
+            if (nest == 1)
+                lg_buf_lit(&text, ",\"c\":3}");
+            else if (nest == 2)
+                lg_buf_lit(&text, ",3]");
+            assert_int_equal(decs(L, text.data), LG_JSON_OK);
+            if (nest == 1) {
+                assert_int_equal(count_keys(L, -1), 3);
+                lua_getfield(L, -1, "c");
+                assert_int_equal((int)lua_tonumber(L, -1), 3);
+                lua_getfield(L, -2, "b");
+            } else if (nest == 2) {
+                assert_int_equal(lua_objlen(L, -1), 4);
+                lua_rawgeti(L, -1, 4);
+                assert_int_equal((int)lua_tonumber(L, -1), 3);
+                lua_rawgeti(L, -2, 3);
+            }
+            check_object(L, n, NULL, 0);
+            lua_settop(L, 0);
+        }
+    }
+    lg_buf_free(&text);
+}
+
+static void test_object_duplicate_keys(void **state)
+{
+    lua_State *L = *state;
+    /* positions of the repeated name; DEC_K (16) members wait on the stack */
+    static const struct {
+        int n, ndups, dups[4];
+    } cases[] = {
+        {2, 2, {0, 1}},      {5, 2, {0, 4}},       {5, 3, {1, 2, 3}},  {16, 2, {3, 15}},  {16, 2, {14, 15}},
+        {17, 2, {0, 16}},    {17, 2, {15, 16}},    {17, 2, {2, 16}},   {18, 2, {16, 17}}, {40, 3, {1, 20, 39}},
+        {40, 2, {17, 30}},   {40, 4, {0, 15, 16, 39}}, {33, 2, {31, 32}},
+    };
+    /* the same name written three ways */
+    static const char *const spell[] = {"dup", "\\u0064up", "du\\u0070"};
+    lg_buf_t text = {0};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int nest = 0; nest < 2; nest++) {
+            lg_buf_reset(&text);
+            if (nest)
+                lg_buf_lit(&text, "{\"x\":[{\"y\":0},");
+            lg_buf_putc(&text, '{');
+            for (int i = 0; i < cases[c].n; i++) {
+                const char *name = NULL;
+                for (int j = 0; j < cases[c].ndups; j++)
+                    if (cases[c].dups[j] == i)
+                        name = spell[(j + (int)c) % 3];
+                put_member(&text, i, name);
+            }
+            lg_buf_putc(&text, '}');
+            if (nest)
+                lg_buf_lit(&text, "],\"z\":{\"dup\":1,\"dup\":2}}");
+            assert_int_equal(decs(L, text.data), LG_JSON_OK);
+            if (nest) {
+                lua_getfield(L, -1, "z");
+                lua_getfield(L, -1, "dup");
+                assert_int_equal((int)lua_tonumber(L, -1), 2);
+                assert_int_equal(count_keys(L, -2), 1);
+                lua_getfield(L, -3, "x");
+                assert_int_equal(lua_objlen(L, -1), 2);
+                lua_rawgeti(L, -1, 2);
+            }
+            check_object(L, cases[c].n, cases[c].dups, cases[c].ndups);
+            lua_settop(L, 0);
+        }
+
+    /* lg_json_decode_spans: the last of a repeated top-level name, before and past DEC_K members */
+    static const char *const keys[] = {"dup", "k18"};
+    static const int at[][2] = {{2, 5}, {3, 20}, {17, 19}};
+    for (size_t a = 0; a < sizeof at / sizeof at[0]; a++) {
+        lg_buf_reset(&text);
+        lg_buf_putc(&text, '{');
+        size_t vstart = 0, vlen = 0, k18 = 0;
+        for (int i = 0; i < 21; i++) {
+            int d = i == at[a][0] || i == at[a][1];
+            size_t p = put_member(&text, i, d ? "dup" : NULL);
+            if (i == at[a][1]) {
+                vstart = p;
+                vlen = text.len - p;
+            }
+            if (i == 18)
+                k18 = p;
+        }
+        lg_buf_putc(&text, '}');
+        lg_json_span_t sp[2];
+        assert_int_equal(lg_json_decode_spans(L, text.data, text.len, 64, NULL, keys, 2, sp), LG_JSON_OK);
+        assert_int_equal(sp[0].off, vstart);
+        assert_int_equal(sp[0].len, vlen);
+        assert_int_equal(sp[1].off, k18);
+        assert_int_equal(sp[1].len, 4); /* 18 % 7 == 4: null */
+        lua_settop(L, 0);
+    }
+    lg_buf_free(&text);
+}
+
+static void test_object_malformed(void **state)
+{
+    lua_State *L = *state;
+    /* after 10 members (waiting on the stack), after 10 with a repeated name (the table exists),
+     * after 20 (past DEC_K), and inside objects and arrays that are still open */
+    static const char *const heads[] = {"", "", "", "{\"a\":[1,{\"b\":2,\"c\":", "[[1,2,{\"q\":{\"r\":1},\"s\":"};
+    static const struct {
+        const char *tail;
+        size_t at; /* offset of the problem after the last member */
+        const char *what;
+    } tails[] = {
+        {",}", 1, "unexpected character '}'"},
+        {",\"k\" 1}", 5, "unexpected character '1'"},
+        {",\"k\":}", 5, "unexpected character '}'"},
+        {",", 1, "unexpected end of input"},
+        {"", 0, "unexpected end of input"},
+        {",\"k\":1", 6, "unexpected end of input"},
+        {" \"k\":1}", 1, "unexpected character '\"'"},
+        {",\"k\":[1,2}", 9, "unexpected character '}'"},
+        {",\"k\":tru}", 5, "invalid literal"},
+        {",\"k\":\"abc", 5, "unterminated string"},
+        {",k:1}", 1, "unexpected character 'k'"},
+        {",\"k\":1]", 6, "unexpected character ']'"},
+        {",\"k\":\"\x01\"}", 6, "unescaped control character 0x01 in string"},
+    };
+    lg_buf_t text = {0};
+    lg_json_error_t err;
+    for (size_t h = 0; h < sizeof heads / sizeof heads[0]; h++)
+        for (size_t t = 0; t < sizeof tails / sizeof tails[0]; t++) {
+            lg_buf_reset(&text);
+            lg_buf_append(&text, heads[h], strlen(heads[h]));
+            lg_buf_putc(&text, '{');
+            int n = h == 2 ? 20 : 10;
+            for (int i = 0; i < n; i++)
+                put_member(&text, i, h == 1 && i == 7 ? "k2" : NULL);
+            size_t at = text.len + tails[t].at;
+            lg_buf_append(&text, tails[t].tail, strlen(tails[t].tail));
+            lua_pushliteral(L, "below");
+            lg_json_status_t st = dec(L, text.data, text.len, 64, &err); /* checks the stack is as it was */
+            assert_int_equal(st, LG_JSON_ESYNTAX);
+            char msg[160];
+            snprintf(msg, sizeof msg, "%s at offset %zu", tails[t].what, at);
+            if (strcmp(err.msg, msg) != 0) {
+                print_error("%s: \"%s\", want \"%s\"\n", text.data, err.msg, msg);
+                fail();
+            }
+            assert_int_equal(err.offset, at);
+            assert_int_equal(lua_gettop(L), 1);
+            assert_string_equal(lua_tostring(L, 1), "below");
+            lua_settop(L, 0);
+        }
+    /* and the state decodes the next document normally */
+    assert_int_equal(decs(L, "{\"a\":1,\"b\":[2]}"), LG_JSON_OK);
+    lua_settop(L, 0);
+    lg_buf_free(&text);
+}
+
 static char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
@@ -1060,6 +1488,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_lua_module, setup, teardown),
         cmocka_unit_test_setup_teardown(test_request_body, setup, teardown),
         cmocka_unit_test_setup_teardown(test_member_spans, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_strings_special_at_each_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_encode_special_at_each_offset, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_object_sizes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_object_duplicate_keys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_object_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corpus, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -339,9 +339,11 @@ local function normalize(opts)
   return opts
 end
 
+local NO_FALLBACK = {} -- read only
+
 function ai.chat(opts)
   opts = normalize(opts)
-  local fallback = opts.fallback or {}
+  local fallback = opts.fallback or NO_FALLBACK
   local last
   for i = 0, #fallback do
     local a, pname, model

@@ -23,8 +23,15 @@ struct lg_timer {
     lg_timer_cb cb;
 };
 
+/* Each slot keeps its timer's deadline next to the pointer: sifting compares within the array
+ * instead of reading timers scattered over the heap (thousands of them at W2's concurrency). */
+typedef struct lg_timerslot {
+    uint64_t at_ms;
+    lg_timer_t *t;
+} lg_timerslot_t;
+
 typedef struct lg_timerheap {
-    lg_timer_t **v;
+    lg_timerslot_t *v;
     size_t n, cap;
 } lg_timerheap_t;
 

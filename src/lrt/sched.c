@@ -555,7 +555,7 @@ void lg_rt_cancel_all(lg_rt_t *rt)
 {
     /* every live execution has its deadline timer armed: that is the list of them */
     for (size_t i = 0; i < rt->timers.n;) {
-        lg_timer_t *t = rt->timers.v[i];
+        lg_timer_t *t = rt->timers.v[i].t;
         if (t->cb == on_deadline) {
             lg_exec_cancel(container_of(t, lg_exec_t, deadline_timer));
             i = 0; /* the heap changed */

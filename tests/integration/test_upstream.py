@@ -4,10 +4,15 @@ cut anywhere, bodies that end at close, 100 Continue, a reused connection the se
 malformed answers."""
 
 import json
+import os
+import shutil
 import socket
+import ssl
+import tempfile
 import threading
 
 from .harness import REPO, SLOW, ServerTestCase
+from .test_tls import make_cert
 
 
 def completion(text):
@@ -21,15 +26,17 @@ class RawUpstream:
     """Accepts connections; for each request read, calls answer(sock, n) with n the request's number
     (1-based, over all connections). answer writes raw bytes and returns True to keep the connection."""
 
-    def __init__(self, answer):
+    def __init__(self, answer, tls=None):
         self.answer = answer
+        self.tls = tls  # an ssl.SSLContext (server side): TLS on every connection, on 127.0.0.1 and ::1
         self.lock = threading.Lock()
         self.connections = 0
         self.requests = 0
         self.bodies = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
+        if tls is not None and socket.has_dualstack_ipv6():
+            self.sock = socket.create_server(("::", 0), family=socket.AF_INET6, dualstack_ipv6=True, backlog=64)
+        else:
+            self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.port = self.sock.getsockname()[1]
         self.open = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -44,6 +51,16 @@ class RawUpstream:
                 self.connections += 1
                 self.open.append(c)
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _handshake(self, c):
+        try:
+            c.settimeout(10)
+            t = self.tls.wrap_socket(c, server_side=True)
+            t.settimeout(None)
+            return t
+        except (OSError, ssl.SSLError):
+            c.close()
+            return None
 
     def _read_request(self, c, buf):
         while b"\r\n\r\n" not in buf:
@@ -65,6 +82,8 @@ class RawUpstream:
         return head + b"\r\n\r\n" + rest[:n], rest[n:]
 
     def _serve(self, c):
+        if self.tls is not None and (c := self._handshake(c)) is None:
+            return
         buf = b""
         try:
             while True:
@@ -202,3 +221,64 @@ end}'''}
         err = self.ask(up)["error"]
         self.assertEqual((502, "provider_error"), (err["status"], err["code"]))
         self.assertIn("closed before the end of the response", err["message"])
+
+
+class UpstreamTLSTests(ServerTestCase):
+    """https upstreams: the certificate is verified against the CA store (here SSL_CERT_FILE, which
+    OpenSSL reads for its default paths) and the host name is checked."""
+    WORKERS = 1
+    AGENTS = UpstreamClientTests.AGENTS
+
+    @classmethod
+    def setUpClass(cls):
+        cls.certs = tempfile.mkdtemp(prefix="lg-upstream-tls-")
+        cls.good = make_cert(cls.certs, "good", cn="localhost")
+        cls.wrong_name = make_cert(cls.certs, "wrong", cn="other.example")
+        cls.untrusted = make_cert(cls.certs, "untrusted", cn="localhost")
+        bundle = os.path.join(cls.certs, "trusted.pem")
+        with open(bundle, "w") as out:
+            for cert in (cls.good[0], cls.wrong_name[0]):
+                with open(cert) as f:
+                    out.write(f.read())
+        cls.ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"), "SSL_CERT_FILE": bundle}
+        try:
+            super().setUpClass()
+        except BaseException:
+            shutil.rmtree(cls.certs, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(cls.certs, ignore_errors=True)
+
+    def serve(self, cert):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*cert)
+        up = RawUpstream(lambda c, n: content_length(c, f"secure {n}"), tls=ctx)
+        self.addCleanup(up.close)
+        return up
+
+    def ask(self, up):
+        r = self.server.execute("ask", {"base_url": f"https://localhost:{up.port}/v1"}, timeout=30 * SLOW)
+        return self.assertOk(r)["result"]
+
+    def test_verified_upstream_answers_and_keeps_the_connection(self):
+        up = self.serve(self.good)
+        self.assertEqual("secure 1", self.ask(up)["content"])
+        self.assertEqual("secure 2", self.ask(up)["content"])
+        self.assertEqual((1, 2), (up.connections, up.requests))
+
+    def test_certificate_for_another_name_is_refused(self):
+        up = self.serve(self.wrong_name)
+        err = self.ask(up)["error"]
+        self.assertEqual((502, "provider_error"), (err["status"], err["code"]))
+        self.assertEqual(0, up.requests)
+
+    def test_untrusted_certificate_is_refused(self):
+        up = self.serve(self.untrusted)
+        err = self.ask(up)["error"]
+        self.assertEqual((502, "provider_error"), (err["status"], err["code"]))
+        self.assertEqual(0, up.requests)

@@ -103,8 +103,8 @@ class MetricsTests(WithFakeProviders, ServerTestCase):
                      "luagent_workers"):
             self.assertTrue(any(k[0] == name for k in m), name)
         self.assertEqual(2.0, self.val(m, "luagent_workers"))
-        for w in ("0", "1"):
-            self.assertGreater(self.val(m, "luagent_lua_memory_bytes", worker=w), 100000.0)
+        for w in ("0", "1"):  # a VM with the luagent API is some 80-150 KB, by the GC's timing
+            self.assertGreater(self.val(m, "luagent_lua_memory_bytes", worker=w), 50000.0)
 
     def test_http_and_execution_counters_move_exactly(self):
         route = "/api/v1/agents/{name}/execute"

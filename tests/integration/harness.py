@@ -495,6 +495,13 @@ def keys_cli(keys_file, *args):
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30 * SLOW)
 
 
+def class_tmpdir(cls, prefix):
+    """A temporary directory of the test class's own, removed after its tests (or a failed set-up)."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    cls.addClassCleanup(shutil.rmtree, d, ignore_errors=True)
+    return d
+
+
 class WithKeys:
     """Mixin, before ServerTestCase: authentication required, API keys in a file of the class's own
     (cls.keys_file), and for each role in KEY_ROLES a key made with `luagent keys create` before the
@@ -504,25 +511,14 @@ class WithKeys:
 
     @classmethod
     def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_dir = class_tmpdir(cls, "luagent-keys-")
         cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
         for role in cls.KEY_ROLES:
             r = keys_cli(cls.keys_file, "create", "--name", f"test {role}", "--role", role)
             assert r.returncode == 0, r.stderr
             setattr(cls, role, json.loads(r.stdout)["key"])
         cls.ENV = {**cls.ENV, "LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file}
-        try:
-            super().setUpClass()
-        except BaseException:
-            shutil.rmtree(cls.keys_dir, ignore_errors=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.keys_dir, ignore_errors=True)
+        super().setUpClass()
 
 
 class WithPostgres:
@@ -541,20 +537,9 @@ class WithPostgres:
         from .services import shared_postgres
         cls.pg = shared_postgres()
         cls.db = cls.pg.new_database(cls.DB_PREFIX)
-        cls.spill = tempfile.mkdtemp(prefix="luagent-spill-")
+        cls.spill = class_tmpdir(cls, "luagent-spill-")
         cls.ENV = {**cls.ENV, "DATABASE_URL": cls.db_url(), "LUAGENT_SPILL_DIR": cls.spill}
-        try:
-            super().setUpClass()
-        except BaseException:
-            shutil.rmtree(cls.spill, ignore_errors=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.spill, ignore_errors=True)
+        super().setUpClass()
 
 
 class WithFakeProviders:
@@ -570,24 +555,14 @@ class WithFakeProviders:
         from tests.fakes.providers import FakeProviders
         cls.fake = FakeProviders(**cls.FAKE_OPTIONS)
         cls.fake.start()
+        cls.addClassCleanup(cls.fake.stop)
         env = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"),
                "OPENAI_API_KEY": "sk-test-openai-secret", "OPENAI_BASE_URL": cls.fake.openai_base_url}
         if cls.FAKE_ALL_PROVIDERS:
             env.update({"ANTHROPIC_API_KEY": "sk-ant-test-secret", "ANTHROPIC_BASE_URL": cls.fake.anthropic_base_url,
                         "GEMINI_API_KEY": "gm-test-secret", "GEMINI_BASE_URL": cls.fake.gemini_base_url})
         cls.ENV = {**cls.ENV, **env}
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.fake.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.fake.stop()
+        super().setUpClass()
 
 
 class ServerTestCase(unittest.TestCase):

@@ -5,11 +5,10 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 import unittest
 
-from .harness import BIN, ServerTestCase, base_env, keys_cli
+from .harness import BIN, ServerTestCase, base_env, class_tmpdir, keys_cli
 
 WHO = r'''
 return { execute = function(task, ctx) return {id = ctx.user.id, role = ctx.user.role} end }
@@ -25,7 +24,7 @@ class AuthTests(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_dir = class_tmpdir(cls, "luagent-keys-")
         cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
         cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file}
         super().setUpClass()
@@ -180,7 +179,7 @@ class RateLimitTests(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_dir = class_tmpdir(cls, "luagent-keys-")
         cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
         cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file,
                    "LUAGENT_RATE_LIMIT": "5/min", **cls.start_env()}
@@ -265,7 +264,7 @@ class AdminKeyRoutesTests(ServerTestCase):
 
     @classmethod
     def store_env(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_dir = class_tmpdir(cls, "luagent-keys-")
         return {"LUAGENT_API_KEYS_FILE": os.path.join(cls.keys_dir, "api_keys")}
 
     @classmethod
@@ -323,7 +322,7 @@ class AdminKeyRoutesDbTests(AdminKeyRoutesTests):
         from .services import shared_postgres
         pg = shared_postgres()
         return {"DATABASE_URL": pg.url(pg.new_database("keys")),
-                "LUAGENT_SPILL_DIR": tempfile.mkdtemp(prefix="luagent-spill-")}
+                "LUAGENT_SPILL_DIR": class_tmpdir(cls, "luagent-spill-")}
 
 
 def b64url(data):

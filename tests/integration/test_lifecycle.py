@@ -195,8 +195,10 @@ class DrainTests(unittest.TestCase):
     def test_sigterm_writes_the_execution_log(self):
         pg = shared_postgres()
         db = pg.new_database("drain")
+        import shutil
         import tempfile
         spill = tempfile.mkdtemp(prefix="luagent-spill-")
+        self.addCleanup(shutil.rmtree, spill, ignore_errors=True)
         srv = Server(agents={"nap": NAP}, env={"DATABASE_URL": pg.url(db), "LUAGENT_SPILL_DIR": spill})
         self.addCleanup(srv.cleanup)
         srv.start()

@@ -5,9 +5,8 @@ Plain HTTP here; tests/compat drives the same routes with the official `openai` 
 import json
 import os
 import re
-import tempfile
 
-from .harness import REPO, SLOW, UUID_RE, ServerTestCase
+from .harness import REPO, SLOW, UUID_RE, ServerTestCase, class_tmpdir
 from .test_auth import keys_cli
 
 # Returns the task it was given as JSON text: what the face hands an agent.
@@ -64,7 +63,7 @@ class OpenAICompatTests(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.keys_dir = tempfile.mkdtemp(prefix="luagent-keys-")
+        cls.keys_dir = class_tmpdir(cls, "luagent-keys-")
         cls.keys_file = os.path.join(cls.keys_dir, "api_keys")
         cls.ENV = {"LUAGENT_AUTH": "required", "LUAGENT_API_KEYS_FILE": cls.keys_file,
                    "LUAGENT_PROVIDERS_DIR": str(REPO / "providers")}

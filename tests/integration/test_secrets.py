@@ -3,12 +3,13 @@ LUAGENT_SECRET_KEY): `luagent config set/unset/rotate-key`, the environment winn
 a provider key that lives only in the table reaching the provider, and no secret in any output."""
 
 import os
+import shutil
 import subprocess
 import tempfile
 
 from tests.fakes.providers import FakeProviders
 
-from .harness import BIN, REPO, SLOW, Server, ServerTestCase, base_env
+from .harness import BIN, REPO, SLOW, Server, ServerTestCase, base_env, class_tmpdir
 from .services import shared_postgres
 
 KEY1 = "11" * 32
@@ -32,20 +33,14 @@ class SecretsTests(ServerTestCase):
         cls.db = cls.pg.new_database("secrets")
         cls.fake = FakeProviders(api_key=PROVIDER_KEY)
         cls.fake.start()
+        cls.addClassCleanup(cls.fake.stop)
         cls.base = {"DATABASE_URL": cls.pg.url(cls.db), "LUAGENT_SECRET_KEY": KEY1}
         r = cls.cli("set", "OPENAI_API_KEY", PROVIDER_KEY)
         assert r.returncode == 0, r.stderr
         cls.ENV = {**cls.base, "LUAGENT_PROVIDERS_DIR": str(REPO / "providers"),
                    "OPENAI_BASE_URL": cls.fake.openai_base_url,
-                   "LUAGENT_SPILL_DIR": tempfile.mkdtemp(prefix="luagent-spill-")}
+                   "LUAGENT_SPILL_DIR": class_tmpdir(cls, "luagent-spill-")}
         super().setUpClass()
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.fake.stop()
 
     @classmethod
     def cli(cls, *args, env=None):
@@ -80,8 +75,10 @@ class SecretsTests(ServerTestCase):
         self.assertNotIn(PROVIDER_KEY, out.stdout + out.stderr)
 
     def test_environment_wins(self):
+        spill = tempfile.mkdtemp(prefix="luagent-spill-")
+        self.addCleanup(shutil.rmtree, spill, ignore_errors=True)
         srv = Server(agents={"ask": ASK}, env={**self.ENV, "OPENAI_API_KEY": "sk-env-wins-but-is-wrong",
-                                               "LUAGENT_SPILL_DIR": tempfile.mkdtemp(prefix="luagent-spill-")},
+                                               "LUAGENT_SPILL_DIR": spill},
                      workers=1).start()
         try:
             r = srv.execute("ask", {})

@@ -5,13 +5,11 @@ malformed answers."""
 
 import json
 import os
-import shutil
 import socket
 import ssl
-import tempfile
 import threading
 
-from .harness import REPO, SLOW, ServerTestCase
+from .harness import REPO, SLOW, ServerTestCase, class_tmpdir
 from .test_tls import make_cert
 
 
@@ -231,7 +229,7 @@ class UpstreamTLSTests(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.certs = tempfile.mkdtemp(prefix="lg-upstream-tls-")
+        cls.certs = class_tmpdir(cls, "lg-upstream-tls-")
         cls.good = make_cert(cls.certs, "good", cn="localhost")
         cls.wrong_name = make_cert(cls.certs, "wrong", cn="other.example")
         cls.untrusted = make_cert(cls.certs, "untrusted", cn="localhost")
@@ -241,18 +239,7 @@ class UpstreamTLSTests(ServerTestCase):
                 with open(cert) as f:
                     out.write(f.read())
         cls.ENV = {"LUAGENT_PROVIDERS_DIR": str(REPO / "providers"), "SSL_CERT_FILE": bundle}
-        try:
-            super().setUpClass()
-        except BaseException:
-            shutil.rmtree(cls.certs, ignore_errors=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            shutil.rmtree(cls.certs, ignore_errors=True)
+        super().setUpClass()
 
     def serve(self, cert):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -101,12 +101,17 @@ static void idle_unlink(conn_t *c)
     o->nidle--;
 }
 
-static void conn_close(conn_t *c)
+static void conn_free(conn_t *c)
 {
-    if (c->req == NULL)
-        idle_unlink(c);
     h2o_socket_close(c->sock);
     free(c);
+}
+
+/* an idle one */
+static void conn_close(conn_t *c)
+{
+    idle_unlink(c);
+    conn_free(c);
 }
 
 static void idle_put(lg_upstream_t *u, conn_t *c)
@@ -150,14 +155,10 @@ static void finish(lg_upstream_req_t *r, const char *err)
     if (r->getaddr != NULL)
         h2o_hostinfo_getaddr_cancel(r->getaddr);
     if (c != NULL) {
-        if (err == NULL && r->keepalive && c->sock->input->size == 0) {
+        if (err == NULL && r->keepalive && c->sock->input->size == 0)
             idle_put(r->u, c);
-        } else {
-            c->req = NULL;
-            c->prev = c->next = NULL;
-            h2o_socket_close(c->sock);
-            free(c);
-        }
+        else
+            conn_free(c);
     }
     const lg_upstream_cbs_t *cbs = r->cbs;
     void *data = r->data;
@@ -183,10 +184,7 @@ static void io_failed(lg_upstream_req_t *r, const char *err)
     }
     if (r->reused && !r->retried && r->state <= ST_HEAD && c->sock->input->size == 0) {
         /* an idle connection the server closed as we took it: nothing was answered, send again */
-        c->req = NULL;
-        c->prev = c->next = NULL;
-        h2o_socket_close(c->sock);
-        free(c);
+        conn_free(c);
         r->conn = NULL;
         r->retried = 1;
         r->reused = 0;
@@ -532,12 +530,8 @@ void lg_upstream_cancel(lg_upstream_req_t *r)
 {
     if (r->getaddr != NULL)
         h2o_hostinfo_getaddr_cancel(r->getaddr);
-    if (r->conn != NULL) {
-        conn_t *c = r->conn;
-        c->req = NULL;
-        h2o_socket_close(c->sock);
-        free(c);
-    }
+    if (r->conn != NULL)
+        conn_free(r->conn);
     free(r);
 }
 

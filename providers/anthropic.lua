@@ -201,6 +201,10 @@ local function assemble(texts, calls, so, finish, raw_structured)
   return content, tool_calls, finish or "stop"
 end
 
+-- What parse_response reads of a reply: the host decodes only this.
+local REPLY_SHAPE = json.shape{type = true, error = true, model = true, stop_reason = true, usage = true,
+  content = {type = true, text = true, id = true, name = true, input = true}}
+
 local function parse_response(status, headers, body, req)
   if type(body) ~= "table" then provider_error(502, "anthropic: reply is not a JSON object") end
   if body.type == "error" then raise_error_object(body.error) end
@@ -337,6 +341,7 @@ return {
   base_url_env = "ANTHROPIC_BASE_URL",
   families = {"^claude"},
   build_request = build_request,
+  reply_shape = REPLY_SHAPE,
   parse_response = parse_response,
   stream_init = stream_init,
   stream_event = stream_event,

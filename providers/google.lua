@@ -181,6 +181,12 @@ local function raise_error_object(err)
                  str(err.message) or "gemini: error in reply", str(err.status))
 end
 
+-- What absorb reads of a reply or a stream chunk: the host decodes only this (a chunk may be
+-- [{"error": ...}]: a shape applies to each element of an array).
+local SHAPE = json.shape{error = true, modelVersion = true, promptFeedback = {blockReason = true},
+  usageMetadata = {promptTokenCount = true, candidatesTokenCount = true, thoughtsTokenCount = true},
+  candidates = {finishReason = true, content = {parts = true}}}
+
 -- Reads one response object's first candidate into acc: text pieces (returned joined), function
 -- calls (ids "call_N" counted over the whole reply unless Gemini gives one), finish reason.
 local function absorb(acc, obj)
@@ -242,7 +248,7 @@ end
 
 local function stream_event(state, event, data)
   if type(data) ~= "string" or not data:find("%S") then return nil end
-  local ok, obj = pcall(json.decode, data)
+  local ok, obj = pcall(json.decode, data, SHAPE)
   if not ok or type(obj) ~= "table" then provider_error(502, "gemini: malformed stream chunk") end
   if obj[1] ~= nil and obj.candidates == nil then obj = tbl(obj[1]) or {} end -- [{"error": ...}]
   return absorb(state, obj)
@@ -300,6 +306,7 @@ return {
   base_url_env = "GEMINI_BASE_URL",
   families = {"^gemini"},
   build_request = build_request,
+  reply_shape = SHAPE,
   parse_response = parse_response,
   stream_init = stream_init,
   stream_event = stream_event,

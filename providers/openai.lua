@@ -201,6 +201,13 @@ local function normalize_finish(finish, ncalls)
   return finish
 end
 
+-- What parse_response and stream_event read of a reply or a chunk: the host decodes only this.
+local USAGE = {prompt_tokens = true, completion_tokens = true}
+local REPLY_SHAPE = json.shape{error = true, model = true, usage = USAGE,
+  choices = {finish_reason = true, message = {content = true, tool_calls = true, refusal = true}}}
+local CHUNK_SHAPE = json.shape{error = true, model = true, usage = USAGE,
+  choices = {finish_reason = true, delta = {content = true, tool_calls = true, refusal = true}}}
+
 local function parse_response(status, headers, body, req)
   if type(body) ~= "table" then provider_error(502, "openai: reply is not a JSON object") end
   if body.error ~= nil and body.error ~= NULL then raise_body_error(body.error) end
@@ -235,7 +242,7 @@ local function stream_event(state, event, data)
   local d = data:match("^%s*(.-)%s*$")
   if d == "" then return nil end
   if d == "[DONE]" then state.done = true return nil end
-  local ok, obj = pcall(json.decode, d)
+  local ok, obj = pcall(json.decode, d, event ~= "error" and CHUNK_SHAPE or nil)
   if not ok or type(obj) ~= "table" then
     if event == "error" then provider_error(502, "openai: " .. d:sub(1, 200)) end
     provider_error(502, "openai: malformed stream chunk")
@@ -345,6 +352,7 @@ return {
   base_url_env = "OPENAI_BASE_URL",
   families = {"^gpt", "^o%d", "^chatgpt"},
   build_request = build_request,
+  reply_shape = REPLY_SHAPE,
   parse_response = parse_response,
   stream_init = stream_init,
   stream_event = stream_event,

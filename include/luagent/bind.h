@@ -23,7 +23,8 @@ void lg_bind_open_http(lua_State *L);
 /** Push a function like luagent.http.request that rides H2O's own HTTP/1.1 client (upstream.h)
  *  instead of libcurl: luagent.ai's transport to providers. It also takes `lean = true`: a 2xx
  *  reply then comes without its headers and with the body decoded into `json` (or the raw `body`
- *  when it is not JSON), so a provider call builds no objects it does not need. */
+ *  when it is not JSON), so a provider call builds no objects it does not need; with `shape =
+ *  json.shape{...}` only the members it names are built (the request holds the shape). */
 void lg_bind_push_upstream_request(lua_State *L);
 /** Push `luagent.ai` (chat, run), given the index of the `luagent` table being built. */
 void lg_bind_open_ai(lua_State *L, int luagent);

@@ -68,6 +68,22 @@ typedef struct lg_json_span {
  *  written (a name spelled with escapes is not matched). Costs nothing measurable over decode. */
 lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
                                       const char *const *keys, size_t nkeys, lg_json_span_t *spans);
+/** A shape (`luagent.json.shape{...}`): which members of a JSON text to build, to decode a large
+ *  reply of which a few members are read. A shape table maps member names to `true` (the whole
+ *  value) or to a shape table for the value; applied to an object it keeps those members and drops
+ *  the others, to an array it applies to each element, to a scalar it keeps it. Dropped values are
+ *  still checked (the same texts are accepted, with the same errors), just not built. Compiled
+ *  once; reference-counted, by the threads of one lua_State only. */
+typedef struct lg_json_shape lg_json_shape_t;
+/** lg_json_decode keeping only what `shape` names (NULL: everything). */
+lg_json_status_t lg_json_decode_shaped(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
+                                       const lg_json_shape_t *shape);
+/** The shape the value at idx holds (a json.shape userdata), NULL when it is not one. The value
+ *  owns it: hold it to keep it past the value's life, drop what you hold (both take NULL). */
+lg_json_shape_t *lg_json_toshape(lua_State *L, int idx);
+lg_json_shape_t *lg_json_shape_hold(lg_json_shape_t *sh);
+void lg_json_shape_drop(lg_json_shape_t *sh);
+
 /** Append JSON text as one line (spill files, logs): as it is when it has no line break, else
  *  without the whitespace between its tokens (strings are copied as they are). For valid JSON. */
 void lg_json_compact(lg_buf_t *out, const char *s, size_t len);
@@ -81,9 +97,10 @@ int lg_json_is_array_marked(lua_State *L, int idx);
 void lg_json_push_null(lua_State *L);
 int lg_json_is_null(lua_State *L, int idx);
 
-/** `luagent.json`: encode(v) -> string | raises; decode(s) -> value | raises (message says where);
- *  null; array_mt; empty_array (a shared, read-only empty array value); array(t) (marks t an array,
- *  returns it); is_array(t). Pushes the table. */
+/** `luagent.json`: encode(v) -> string | raises; decode(s [, shape]) -> value | raises (message
+ *  says where); shape(t) -> a compiled shape (see lg_json_shape_t); null; array_mt; empty_array (a
+ *  shared, read-only empty array value); array(t) (marks t an array, returns it); is_array(t).
+ *  Pushes the table. */
 /*  Details: errors read "json.decode: <msg>" / "json.encode: <msg>". getmetatable(empty_array) ==
  *  array_mt (its real metatable is a protected one whose __newindex raises; rawset bypasses it, so
  *  agents must not modify it). array() with no argument returns a new empty array; array(t) raises

@@ -155,7 +155,7 @@ local function attempt(a, pname, req, cfg, timeout_ms, progress)
   if type(body) == "table" then body = json.encode(body) end
   r = nil -- the request's tables are garbage while the reply is awaited (thousands may be in flight)
   local res = host.request{method = method, url = url, headers = headers, body = body,
-                          timeout_ms = timeout_ms, stream = req.stream, lean = true}
+                          timeout_ms = timeout_ms, stream = req.stream, lean = true, shape = a.reply_shape}
   if res.status < 200 or res.status > 299 then
     local text = res.body or read_all(res)
     local c = a.classify_error and a.classify_error(res.status, res.headers, text) or default_classify(res.status)

@@ -59,6 +59,7 @@ struct http_req {
     long status;
     int stream, headers_done, done, paused, too_large, waiting, failed, timed_out;
     int lean; /* the provider path: for a 2xx, no headers table and the body decoded as `json` */
+    lg_json_shape_t *shape; /* held: what of that body to decode (NULL: all) */
     http_handle_t *handle;
     char *event;       /* luagent.http on a recorded execution: {"method","url" of its http_call event */
     uint64_t start_ns;
@@ -82,6 +83,7 @@ static void req_free(http_req_t *r)
     }
     lg_buf_free(&r->body);
     lg_buf_free(&r->hdr);
+    lg_json_shape_drop(r->shape);
     free(r->event);
     free(r);
 }
@@ -121,8 +123,8 @@ static void push_response(lua_State *co, http_req_t *r)
     lua_createtable(co, 0, 4);
     lua_pushinteger(co, r->status);
     lua_setfield(co, -2, "status");
-    lua_newtable(co);
     int want_headers = !r->lean || r->status < 200 || r->status > 299;
+    lua_createtable(co, 0, want_headers ? 8 : 0);
     for (const char *p = r->hdr.data, *end = r->hdr.data + r->hdr.len; want_headers && p != NULL && p < end;) {
         const char *name = p, *value = name + strlen(name) + 1;
         p = value + strlen(value) + 1;
@@ -149,8 +151,8 @@ static void push_response(lua_State *co, http_req_t *r)
     } else if (r->lean && r->status >= 200 && r->status <= 299) {
         /* the decoded body straight from the buffer, no string in between; raw text if not JSON */
         lg_json_error_t jerr;
-        if (lg_json_decode(co, r->body.data ? r->body.data : "", r->body.len, LG_JSON_DEFAULT_MAX_DEPTH, &jerr) ==
-            LG_JSON_OK)
+        if (lg_json_decode_shaped(co, r->body.data ? r->body.data : "", r->body.len, LG_JSON_DEFAULT_MAX_DEPTH, &jerr,
+                                  r->shape) == LG_JSON_OK)
             lua_setfield(co, -2, "json");
         else {
             lua_pushlstring(co, r->body.data ? r->body.data : "", r->body.len);
@@ -494,6 +496,10 @@ static int http_raw_request(lua_State *L)
     for (const char *c = method; *c; c++)
         if (!(*c >= 'A' && *c <= 'Z'))
             return luaL_error(L, "luagent.http.request: bad method '%s'", method);
+    lua_getfield(L, 1, "shape");
+    lg_json_shape_t *shape = lg_json_toshape(L, -1);
+    if (shape == NULL && !lua_isnil(L, -1))
+        return luaL_error(L, "luagent.http.request: shape must be a json.shape");
 
     /* headers, checked before anything is allocated */
     lg_buf_t lines = {0};
@@ -547,6 +553,7 @@ static int http_raw_request(lua_State *L)
     lua_getfield(L, 1, "lean");
     r->lean = lua_toboolean(L, -1);
     lua_pop(L, 2);
+    r->shape = lg_json_shape_hold(shape);
     lg_exec_own(e, &r->res); /* from here on, every path frees it with the execution */
     if (e->recording && transport == T_CURL) { /* provider calls are recorded as ai_call by luagent.ai */
         lg_buf_t ev = {0};

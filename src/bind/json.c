@@ -70,6 +70,7 @@
 static char k_array_mt;
 static char k_empty_mt;
 static char k_empty;
+static char k_shape_mt;
 
 #define TWO53 9007199254740992.0
 
@@ -145,8 +146,27 @@ static const unsigned char dec_cls[256] = {
     4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4,
 };
 
+/* A compiled json.shape (lg_json_shape_t): nodes[0] is the root; a node names the members to
+ * keep, members[first .. first + n), each with the node for its value (or -1: all of it). */
+typedef struct shape_member {
+    uint32_t name, len; /* its bytes at names + name */
+    int32_t child;
+} shape_member_t;
+
+typedef struct shape_node {
+    uint32_t first, n;
+} shape_node_t;
+
+struct lg_json_shape {
+    int refs;
+    shape_node_t *nodes;
+    shape_member_t *members;
+    char *names;
+};
+
 typedef struct dec_frame {
     int first;            /* stack index of the table (or of its placeholder) */
+    int pick;             /* the shape node for its items (an array's elements), -1: all of them */
     int n;                /* elements / members so far */
     unsigned char obj;    /* object (1) or array (0) */
     unsigned char created; /* table exists at `first` (items go straight in) */
@@ -160,6 +180,7 @@ typedef struct dec {
     lg_json_status_t st;
     lg_json_error_t *err;
     lg_buf_t heap;     /* scratch when `local` is too small */
+    const lg_json_shape_t *shape;
     const char *const *keys; /* lg_json_decode_spans: top-level members to locate */
     size_t nkeys;
     lg_json_span_t *spans;
@@ -268,7 +289,7 @@ static inline const unsigned char *dec_plain(const unsigned char *q, const unsig
 }
 
 /* dec_string past its plain ASCII start: q is at the first other byte (or the end). */
-static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned char *q)
+static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned char *q, int push)
 {
     const unsigned char *open = *pp, *s = open + 1, *end = d->end;
     for (;;) {
@@ -282,7 +303,8 @@ static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned ch
         if (c == '"') {
             d->str = (const char *)s;
             d->slen = (size_t)(q - s);
-            lua_pushlstring(d->L, d->str, d->slen);
+            if (push)
+                lua_pushlstring(d->L, d->str, d->slen);
             *pp = q + 1;
             return 1;
         }
@@ -406,24 +428,37 @@ static int dec_string_rest(dec_t *d, const unsigned char **pp, const unsigned ch
     }
     d->str = out;
     d->slen = (size_t)(o - out);
-    lua_pushlstring(d->L, out, d->slen);
+    if (push)
+        lua_pushlstring(d->L, out, d->slen);
     *pp = r + 1;
     return 1;
 }
 
-/* *pp points at the opening quote. Pushes the string and moves *pp past the closing quote. The
- * common case (plain ASCII up to the quote) inline, the rest in dec_string_rest. */
-static inline int dec_string(dec_t *d, const unsigned char **pp)
+/* *pp points at the opening quote. Moves *pp past the closing quote, leaves the string's bytes in
+ * d->str, d->slen and pushes it if `push`. The common case (plain ASCII up to the quote) inline,
+ * the rest in dec_string_rest. */
+static inline int dec_string(dec_t *d, const unsigned char **pp, int push)
 {
     const unsigned char *s = *pp + 1, *q = dec_plain(s, d->end);
     if (q < d->end && *q == '"') {
         d->str = (const char *)s;
         d->slen = (size_t)(q - s);
-        lua_pushlstring(d->L, d->str, d->slen);
+        if (push)
+            lua_pushlstring(d->L, d->str, d->slen);
         *pp = q + 1;
         return 1;
     }
-    return dec_string_rest(d, pp, q);
+    return dec_string_rest(d, pp, q, push);
+}
+
+/* The length of the literal true, false or null at p, 0 if there is none. */
+static inline int dec_literal(const unsigned char *p, const unsigned char *end)
+{
+    if (end - p >= 4 && (memcmp(p, "true", 4) == 0 || memcmp(p, "null", 4) == 0))
+        return 4;
+    if (end - p >= 5 && memcmp(p, "false", 5) == 0)
+        return 5;
+    return 0;
 }
 
 static const double pow10_exact[23] = {
@@ -433,8 +468,8 @@ static const double pow10_exact[23] = {
 
 #define IS_DIGIT(c) ((unsigned)(c) - '0' < 10)
 
-/* *pp points at '-' or a digit. Pushes the number. */
-static int dec_number(dec_t *d, const unsigned char **pp)
+/* *pp points at '-' or a digit. Moves *pp past the number and pushes it if `push`. */
+static int dec_number(dec_t *d, const unsigned char **pp, int push)
 {
     const unsigned char *start = *pp, *p = start, *end = d->end;
     uint64_t mant = 0;
@@ -520,7 +555,8 @@ static int dec_number(dec_t *d, const unsigned char **pp)
         dec_fail(d, LG_JSON_ESYNTAX, start, "number out of range");
         return 0;
     }
-    lua_pushnumber(d->L, v);
+    if (push)
+        lua_pushnumber(d->L, v);
     *pp = p;
     return 1;
 
@@ -530,6 +566,112 @@ bad:
     else
         dec_fail(d, LG_JSON_ESYNTAX, p, "invalid number (unexpected end of input)");
     return 0;
+}
+
+/* Levels a skipped value may open (far more than the Lua stack lets the decoder build). */
+#define DEC_SKIP_LEVELS 4096
+
+/* Check the value at *pp (past whitespace) by the decoder's rules without building it (a member a
+ * shape leaves out), `depth` levels being open already. Moves *pp past it. */
+static int dec_skip(dec_t *d, const unsigned char **pp, int depth, int max_depth)
+{
+    const unsigned char *p = *pp, *end = d->end;
+    uint64_t objs[DEC_SKIP_LEVELS / 64]; /* bit i: level i is an object */
+    int n = 0, obj, k;
+
+value:
+    p = skip_ws(p, end);
+    if (p == end) {
+        dec_fail_char(d, p);
+        return 0;
+    }
+    switch (*p) {
+    case '{':
+    case '[':
+        if (depth + n >= max_depth || n == DEC_SKIP_LEVELS) {
+            dec_fail(d, LG_JSON_EDEPTH, p, "nesting too deep (max %d)", max_depth);
+            return 0;
+        }
+        obj = *p == '{';
+        objs[n >> 6] = (objs[n >> 6] & ~((uint64_t)1 << (n & 63))) | (uint64_t)obj << (n & 63);
+        n++;
+        p = skip_ws(p + 1, end);
+        if (p < end && *p == (obj ? '}' : ']')) {
+            p++;
+            n--;
+            break;
+        }
+        if (obj)
+            goto name;
+        goto value;
+    case '"':
+        if (!dec_string(d, &p, 0))
+            return 0;
+        break;
+    case 't':
+    case 'f':
+    case 'n':
+        if ((k = dec_literal(p, end)) == 0) {
+            dec_fail(d, LG_JSON_ESYNTAX, p, "invalid literal");
+            return 0;
+        }
+        p += k;
+        break;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        if (!dec_number(d, &p, 0))
+            return 0;
+        break;
+    default:
+        dec_fail_char(d, p);
+        return 0;
+    }
+    while (n > 0) { /* a value ended inside level n - 1 */
+        obj = (int)(objs[(n - 1) >> 6] >> ((n - 1) & 63) & 1);
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            if (obj)
+                goto name;
+            goto value;
+        }
+        if (p < end && *p == (obj ? '}' : ']')) {
+            p++;
+            n--;
+            continue;
+        }
+        dec_fail_char(d, p);
+        return 0;
+    }
+    *pp = p;
+    return 1;
+
+name: /* p is past whitespace, a member name is due */
+    if (p == end || *p != '"') {
+        dec_fail_char(d, p);
+        return 0;
+    }
+    if (!dec_string(d, &p, 0))
+        return 0;
+    p = skip_ws(p, end);
+    if (p == end || *p != ':') {
+        dec_fail_char(d, p);
+        return 0;
+    }
+    p++;
+    goto value;
+}
+
+/* The member of shape node `node` named s[0..n), or NULL. */
+static const shape_member_t *shape_find(const lg_json_shape_t *sh, int node, const char *s, size_t n)
+{
+    const shape_node_t *nd = &sh->nodes[node];
+    for (uint32_t i = nd->first; i < nd->first + nd->n; i++) {
+        const shape_member_t *m = &sh->members[i];
+        if (m->len == n && memcmp(sh->names + m->name, s, n) == 0)
+            return m;
+    }
+    return NULL;
 }
 
 /* 16 bits of a member name (equal names, equal hashes): its length, first and last 8 bytes. */
@@ -573,16 +715,13 @@ static void dec_flush(lua_State *L, dec_frame_t *f, int hint)
     f->created = 1;
 }
 
-lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err)
-{
-    return lg_json_decode_spans(L, s, len, max_depth, err, NULL, 0, NULL);
-}
-
-lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
-                                      const char *const *keys, size_t nkeys, lg_json_span_t *spans)
+static lg_json_status_t decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
+                               const char *const *keys, size_t nkeys, lg_json_span_t *spans,
+                               const lg_json_shape_t *shape)
 {
     dec_t d;
     d.L = L;
+    d.shape = shape;
     d.keys = keys;
     d.nkeys = nkeys;
     d.spans = spans;
@@ -604,6 +743,7 @@ lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, i
 
     dec_frame_t local_frames[DEC_LOCAL_FRAMES], *frames = local_frames, *f;
     int fcap = DEC_LOCAL_FRAMES, depth = 0, have_mt = 0;
+    int vpick = shape ? 0 : -1; /* the shape node for the value about to be parsed */
     int base = lua_gettop(L), mtslot = base + 1;
     const unsigned char *p = d.start, *end = d.end;
 
@@ -638,6 +778,7 @@ value:
         }
         f = &frames[depth++];
         f->obj = *p == '{';
+        f->pick = vpick;
         f->n = 0;
         f->seen = 0;
         f->first = lua_gettop(L) + 1;
@@ -658,37 +799,29 @@ value:
         }
         if (f->obj)
             goto key;
-        goto value;
+        goto value; /* vpick is already the elements' */
     case '"':
-        if (!dec_string(&d, &p))
+        if (!dec_string(&d, &p, 1))
             goto fail;
         break;
     case 't':
-        if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
-            lua_pushboolean(L, 1);
-            p += 4;
-            break;
-        }
-        goto bad_literal;
     case 'f':
-        if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
-            lua_pushboolean(L, 0);
-            p += 5;
-            break;
+    case 'n': {
+        int k = dec_literal(p, end);
+        if (k == 0) {
+            dec_fail(&d, LG_JSON_ESYNTAX, p, "invalid literal");
+            goto fail;
         }
-        goto bad_literal;
-    case 'n':
-        if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
+        if (*p == 'n')
             lua_pushlightuserdata(L, NULL);
-            p += 4;
-            break;
-        }
-    bad_literal:
-        dec_fail(&d, LG_JSON_ESYNTAX, p, "invalid literal");
-        goto fail;
+        else
+            lua_pushboolean(L, *p == 't');
+        p += k;
+        break;
+    }
     case '-': case '0': case '1': case '2': case '3': case '4':
     case '5': case '6': case '7': case '8': case '9':
-        if (!dec_number(&d, &p))
+        if (!dec_number(&d, &p, 1))
             goto fail;
         break;
     default:
@@ -712,13 +845,16 @@ done: /* a complete value is on top of the stack */
         else
             lua_rawseti(L, f->first, f->n);
     }
+next: /* after an item of the top frame f */
     p = skip_ws(p, end);
     if (p < end && *p == ',') {
         p++;
         if (!f->created && f->n >= DEC_K)
             dec_flush(L, f, 2 * DEC_K); /* a long one: at least DEC_K + 1 items */
-        if (!f->obj)
+        if (!f->obj) {
+            vpick = f->pick;
             goto value;
+        }
         p = skip_ws(p, end);
         goto key;
     }
@@ -741,8 +877,28 @@ key: /* p is past whitespace, a member name is due */
                 span_key = (int)i;
         }
     }
-    if (!dec_string(&d, &p))
-        goto fail;
+    if (f->pick < 0) {
+        if (!dec_string(&d, &p, 1))
+            goto fail;
+    } else { /* a shaped object: only the members its node names are built */
+        if (!dec_string(&d, &p, 0))
+            goto fail;
+        const shape_member_t *m = shape_find(d.shape, f->pick, d.str, d.slen);
+        if (m == NULL) {
+            p = skip_ws(p, end);
+            if (p == end || *p != ':') {
+                dec_fail_char(&d, p);
+                goto fail;
+            }
+            p++;
+            if (!dec_skip(&d, &p, depth, max_depth))
+                goto fail;
+            span_key = -1;
+            goto next;
+        }
+        lua_pushlstring(L, d.str, d.slen);
+        vpick = m->child;
+    }
     if (!f->created) { /* f is the object's frame */
         /* Members wait on the stack only while their names differ, so that the last of equal names
          * wins as when each is stored in turn: on a name whose hash is already there (a repeat, or
@@ -811,6 +967,23 @@ fail:
         free(frames);
     lg_buf_free(&d.heap);
     return d.st;
+}
+
+lg_json_status_t lg_json_decode(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err)
+{
+    return decode(L, s, len, max_depth, err, NULL, 0, NULL, NULL);
+}
+
+lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
+                                      const char *const *keys, size_t nkeys, lg_json_span_t *spans)
+{
+    return decode(L, s, len, max_depth, err, keys, nkeys, spans, NULL);
+}
+
+lg_json_status_t lg_json_decode_shaped(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,
+                                       const lg_json_shape_t *shape)
+{
+    return decode(L, s, len, max_depth, err, NULL, 0, NULL, shape);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1280,10 +1453,124 @@ static int l_decode(lua_State *L)
 {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
+    const lg_json_shape_t *shape = NULL;
+    if (!lua_isnoneornil(L, 2) && (shape = lg_json_toshape(L, 2)) == NULL)
+        return luaL_argerror(L, 2, "a json.shape expected");
     lg_json_error_t err;
-    if (lg_json_decode(L, s, n, LG_JSON_DEFAULT_MAX_DEPTH, &err) != LG_JSON_OK)
+    if (lg_json_decode_shaped(L, s, n, LG_JSON_DEFAULT_MAX_DEPTH, &err, shape) != LG_JSON_OK)
         return luaL_error(L, "json.decode: %s", err.msg);
     return 1;
+}
+
+/* ---- json.shape ---- */
+
+#define SHAPE_MAX_DEPTH 32
+
+typedef struct shape_build {
+    lg_json_shape_t *sh; /* NULL while counting */
+    uint32_t nodes, members, names;
+} shape_build_t;
+
+/* Count (b->sh NULL: raises on a bad shape) or write the node of the shape table at idx and those
+ * below it; returns its index. A node's members are contiguous, its children's nodes follow. */
+static int32_t shape_walk(lua_State *L, int idx, int depth, shape_build_t *b)
+{
+    if (depth > SHAPE_MAX_DEPTH)
+        luaL_error(L, "json.shape: nested more than %d levels (or a cycle)", SHAPE_MAX_DEPTH);
+    luaL_checkstack(L, 4, "json.shape");
+    int32_t node = (int32_t)b->nodes++;
+    uint32_t first = b->members, n = 0;
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1), n++) {
+        if (lua_type(L, -2) != LUA_TSTRING)
+            luaL_error(L, "json.shape: member names must be strings");
+        if (!lua_istable(L, -1) && !(lua_isboolean(L, -1) && lua_toboolean(L, -1)))
+            luaL_error(L, "json.shape: the value of '%s' must be true (all of it) or a shape table",
+                       lua_tostring(L, -2));
+    }
+    b->members += n;
+    if (b->sh)
+        b->sh->nodes[node] = (shape_node_t){first, n};
+    uint32_t i = first;
+    for (lua_pushnil(L); lua_next(L, idx); lua_pop(L, 1), i++) {
+        size_t len;
+        const char *name = lua_tolstring(L, -2, &len); /* a string: no conversion */
+        int32_t child = lua_istable(L, -1) ? shape_walk(L, lua_gettop(L), depth + 1, b) : -1;
+        if (b->sh) {
+            b->sh->members[i] = (shape_member_t){b->names, (uint32_t)len, child};
+            memcpy(b->sh->names + b->names, name, len);
+        }
+        b->names += (uint32_t)len;
+    }
+    return node;
+}
+
+static int l_shape_gc(lua_State *L)
+{
+    lg_json_shape_drop(*(lg_json_shape_t **)lua_touserdata(L, 1));
+    return 0;
+}
+
+static int l_shape(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    shape_build_t b = {0};
+    shape_walk(L, 1, 1, &b);
+    lg_json_shape_t **ud = lua_newuserdata(L, sizeof *ud);
+    *ud = NULL;
+    lua_pushlightuserdata(L, &k_shape_mt);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_createtable(L, 0, 3);
+        lua_pushcfunction(L, l_shape_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, "json.shape");
+        lua_setfield(L, -2, "__metatable");
+        lua_pushliteral(L, "json.shape");
+        lua_setfield(L, -2, "__name");
+        lua_pushlightuserdata(L, &k_shape_mt);
+        lua_pushvalue(L, -2);
+        lua_rawset(L, LUA_REGISTRYINDEX);
+    }
+    lua_setmetatable(L, -2);
+    lg_json_shape_t *sh = malloc(sizeof *sh + b.nodes * sizeof(shape_node_t) +
+                                 b.members * sizeof(shape_member_t) + b.names);
+    if (sh == NULL)
+        abort();
+    sh->refs = 1;
+    sh->nodes = (shape_node_t *)(sh + 1);
+    sh->members = (shape_member_t *)(sh->nodes + b.nodes);
+    sh->names = (char *)(sh->members + b.members);
+    *ud = sh;
+    b = (shape_build_t){.sh = sh};
+    shape_walk(L, 1, 1, &b);
+    return 1;
+}
+
+lg_json_shape_t *lg_json_toshape(lua_State *L, int idx)
+{
+    lg_json_shape_t **ud = lua_touserdata(L, idx);
+    if (ud == NULL || !lua_getmetatable(L, idx))
+        return NULL;
+    lua_pushlightuserdata(L, &k_shape_mt);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    int is = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return is ? *ud : NULL;
+}
+
+lg_json_shape_t *lg_json_shape_hold(lg_json_shape_t *sh)
+{
+    if (sh != NULL)
+        sh->refs++;
+    return sh;
+}
+
+void lg_json_shape_drop(lg_json_shape_t *sh)
+{
+    if (sh != NULL && --sh->refs == 0)
+        free(sh);
 }
 
 static int l_readonly(lua_State *L)
@@ -1367,7 +1654,7 @@ static int l_is_array(lua_State *L)
 
 int luaopen_luagent_json(lua_State *L)
 {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
 
     lg_buf_t *b = lua_newuserdata(L, sizeof *b);
     memset(b, 0, sizeof *b);
@@ -1390,5 +1677,7 @@ int luaopen_luagent_json(lua_State *L)
     lua_setfield(L, -2, "array");
     lua_pushcfunction(L, l_is_array);
     lua_setfield(L, -2, "is_array");
+    lua_pushcfunction(L, l_shape);
+    lua_setfield(L, -2, "shape");
     return 1;
 }

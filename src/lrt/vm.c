@@ -479,6 +479,10 @@ int lg_vm_load_script(lg_vm_t *vm, lg_script_kind_t kind, const char *chunkname,
         if (lua_isnil(L, -3) && (lua_isnil(L, -2) || lua_isnil(L, -1)))
             bad = "function (a provider needs local_call, or build_request and parse_response)", field = "build_request";
         lua_pop(L, 3);
+        lua_getfield(L, -1, "reply_shape");
+        if (bad == NULL && !lua_isnil(L, -1) && lg_json_toshape(L, -1) == NULL)
+            bad = "json.shape (luagent.json.shape{...})", field = "reply_shape";
+        lua_pop(L, 1);
     }
     if (bad != NULL) {
         snprintf(err, errlen, "%s: field '%s' must be a %s", chunkname + 1, field, bad);

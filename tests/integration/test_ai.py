@@ -287,6 +287,14 @@ return {
         self.wait_content("loud-2", "HI THERE")  # a bare name routed by the new provider's family
         self.write_provider(src % "text:reverse()")
         self.wait_content("shout/anything", "ereht ih")
+        # a reply_shape that is not a json.shape: the file is refused, the loaded one keeps serving
+        self.write_provider(src.replace("name =", "reply_shape = {choices = true}, name =") % "text:lower()")
+        line = self.server.wait_log(lambda l: l.get("level") == "error" and "reply_shape" in json.dumps(l),
+                                    timeout=3 * SLOW)
+        self.assertIsNotNone(line, self.server.log_tail(20))
+        self.assertIn("must be a json.shape", json.dumps(line))
+        self.assertEqual("ereht ih", self.server.execute("chat", {"model": "shout/x", "prompt": "hi there"})
+                         .body["result"]["content"])
         import os
         os.unlink(os.path.join(self.pdir, "shout.lua"))
         end = time.monotonic() + 3 * SLOW

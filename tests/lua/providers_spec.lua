@@ -202,11 +202,32 @@ do
     end
   end
 
-  function JSON.decode(s)
+  -- json.shape{...} and decode(s, shape) as the host has them (include/luagent/json.h): only the
+  -- members a shape names are kept, a shape applies to each element of an array
+  local shape_mt = {__name = "json.shape"}
+  function JSON.shape(t)
+    assert(type(t) == "table", "json.shape: a table expected")
+    return setmetatable({t = t}, shape_mt)
+  end
+  local function prune(v, s)
+    if type(v) ~= "table" or s == true then return v end
+    if getmetatable(v) == array_mt then
+      for i = 1, #v do v[i] = prune(v[i], s) end
+      return v
+    end
+    local out = {}
+    for k, sub in pairs(s) do
+      if v[k] ~= nil then out[k] = prune(v[k], sub) end
+    end
+    return out
+  end
+
+  function JSON.decode(s, shape)
     assert(type(s) == "string", "json.decode: expected a string")
+    assert(shape == nil or getmetatable(shape) == shape_mt, "json.decode: a json.shape expected")
     local v, i = dec(s, 1, 0)
     if ws(s, i) <= #s then fail(s, i, "trailing characters") end
-    return v
+    return shape and prune(v, shape.t) or v
   end
 end
 local null = JSON.null
@@ -258,6 +279,8 @@ local function read(path)
 end
 
 local function fixture(path) return JSON.decode(read(path)) end
+-- a 2xx reply as the host hands it to parse_response: decoded with the adapter's reply_shape
+local function reply(p, path) return JSON.decode(read(path), p.reply_shape) end
 
 -- Server-sent events as the host hands them over: event name (or nil) and the data lines joined
 -- with "\n", "data:" and one following space removed; CRLF, CR and LF all end a line.
@@ -401,6 +424,36 @@ describe("provider adapters", function()
       assert.are.equal("function", type(mock.local_call))
     end)
 
+    it("decodes no less of a reply or a stream than the adapter reads (its shapes)", function()
+      local function files(dir, ext)
+        local out = {}
+        for name in io.popen("ls " .. FIX .. dir):lines() do
+          if name:sub(-#ext) == ext and not name:find("^error_") then out[#out + 1] = dir .. "/" .. name end
+        end
+        assert.is_true(#out >= 2, dir)
+        return out
+      end
+      local function both(f)
+        local shaped = {pcall(f)}
+        local decode = JSON.decode
+        JSON.decode = function(text) return decode(text) end -- every member, whatever the shape
+        local full = {pcall(f)}
+        JSON.decode = decode
+        assert.are.same(full, shaped)
+      end
+      for _, p in ipairs {openai, anthropic, google} do
+        assert.are.equal("json.shape", getmetatable(p.reply_shape).__name, p.name)
+        for _, path in ipairs(files(p.name, ".json")) do
+          local text = read(path)
+          assert.are.same(p.parse_response(200, {}, JSON.decode(text)),
+                          p.parse_response(200, {}, JSON.decode(text, p.reply_shape)), path)
+        end
+        for _, path in ipairs(files(p.name, ".sse")) do
+          both(function() return replay(p, {model = "m"}, path) end)
+        end
+      end
+    end)
+
     it("declares the key and base-URL variables of each official SDK", function()
       assert.are.same({"OPENAI_API_KEY"}, openai.key_env)
       assert.are.same({"ANTHROPIC_API_KEY"}, anthropic.key_env)
@@ -533,7 +586,7 @@ describe("provider adapters", function()
 
     describe("parse_response", function()
       it("reads a text reply", function()
-        local r = openai.parse_response(200, {}, fixture("openai/chat.json"))
+        local r = openai.parse_response(200, {}, reply(openai, "openai/chat.json"))
         assert_result_shape(r)
         assert.are.equal("Hello! How can I assist you today?", r.content)
         assert.are.equal(0, #r.tool_calls)
@@ -544,7 +597,7 @@ describe("provider adapters", function()
       end)
 
       it("reads parallel tool calls with decoded arguments", function()
-        local r = openai.parse_response(200, {}, fixture("openai/tool_calls.json"))
+        local r = openai.parse_response(200, {}, reply(openai, "openai/tool_calls.json"))
         assert_result_shape(r)
         assert.are.equal("", r.content)
         assert.are.equal("tool_calls", r.finish_reason)
@@ -557,9 +610,9 @@ describe("provider adapters", function()
       end)
 
       it("returns structured output as JSON text and reports length", function()
-        local r = openai.parse_response(200, {}, fixture("openai/json_schema.json"))
+        local r = openai.parse_response(200, {}, reply(openai, "openai/json_schema.json"))
         assert.are.equal('{"summary":"Cats sleep a lot.","tags":[]}', r.content)
-        assert.are.equal("length", openai.parse_response(200, {}, fixture("openai/length.json")).finish_reason)
+        assert.are.equal("length", openai.parse_response(200, {}, reply(openai, "openai/length.json")).finish_reason)
       end)
 
       it("keeps undecodable arguments as raw_arguments and replays them unchanged", function()
@@ -804,7 +857,7 @@ describe("provider adapters", function()
 
     describe("parse_response", function()
       it("joins text blocks and counts cached input tokens", function()
-        local r = anthropic.parse_response(200, {}, fixture("anthropic/message.json"))
+        local r = anthropic.parse_response(200, {}, reply(anthropic, "anthropic/message.json"))
         assert_result_shape(r)
         assert.are.equal("Hello! How can I help you today?", r.content)
         assert.are.same({input_tokens = 312, output_tokens = 9}, r.usage)
@@ -814,7 +867,7 @@ describe("provider adapters", function()
       end)
 
       it("reads tool_use blocks", function()
-        local r = anthropic.parse_response(200, {}, fixture("anthropic/tool_use.json"))
+        local r = anthropic.parse_response(200, {}, reply(anthropic, "anthropic/tool_use.json"))
         assert_result_shape(r)
         assert.are.equal("I'll check the weather and the time in Paris.", r.content)
         assert.are.equal("tool_calls", r.finish_reason)
@@ -825,19 +878,19 @@ describe("provider adapters", function()
       end)
 
       it("maps max_tokens to length", function()
-        assert.are.equal("length", anthropic.parse_response(200, {}, fixture("anthropic/max_tokens.json")).finish_reason)
+        assert.are.equal("length", anthropic.parse_response(200, {}, reply(anthropic, "anthropic/max_tokens.json")).finish_reason)
       end)
 
       it("returns the forced tool's input as the content when given the request", function()
         local req = {model = "c", response_format = {json_schema = {type = "object"}, name = "summary"}}
-        local r = anthropic.parse_response(200, {}, fixture("anthropic/structured.json"), req)
+        local r = anthropic.parse_response(200, {}, reply(anthropic, "anthropic/structured.json"), req)
         assert_result_shape(r)
         assert.are.same({summary = "Cats sleep a lot.", tags = {}}, JSON.decode(r.content))
         assert.are.equal(JSON.array_mt, getmetatable(JSON.decode(r.content).tags))
         assert.are.equal(0, #r.tool_calls)
         assert.are.equal("stop", r.finish_reason)
         -- without the request it is an ordinary tool call
-        r = anthropic.parse_response(200, {}, fixture("anthropic/structured.json"))
+        r = anthropic.parse_response(200, {}, reply(anthropic, "anthropic/structured.json"))
         assert.are.equal("summary", r.tool_calls[1].name)
         assert.are.equal("", r.content)
       end)
@@ -1010,7 +1063,7 @@ describe("provider adapters", function()
       end)
 
       it("replays thoughtSignature exactly and names function responses from the calls", function()
-        local first = google.parse_response(200, {}, fixture("google/function_call.json"))
+        local first = google.parse_response(200, {}, reply(google, "google/function_call.json"))
         local sig = fixture("google/function_call.json").candidates[1].content.parts[1].thoughtSignature
         assert.are.equal(sig, first.tool_calls[1].thought_signature)
         assert.is_nil(first.tool_calls[2].thought_signature)
@@ -1044,7 +1097,7 @@ describe("provider adapters", function()
 
     describe("parse_response", function()
       it("joins text parts and counts thinking tokens as output", function()
-        local r = google.parse_response(200, {}, fixture("google/generate.json"))
+        local r = google.parse_response(200, {}, reply(google, "google/generate.json"))
         assert_result_shape(r)
         assert.are.equal("Hello! How can I help you today?", r.content)
         assert.are.same({input_tokens = 8, output_tokens = 34}, r.usage)
@@ -1054,7 +1107,7 @@ describe("provider adapters", function()
       end)
 
       it("turns functionCall parts into tool calls with generated ids", function()
-        local r = google.parse_response(200, {}, fixture("google/function_call.json"))
+        local r = google.parse_response(200, {}, reply(google, "google/function_call.json"))
         assert_result_shape(r)
         assert.are.equal("tool_calls", r.finish_reason)
         assert.are.equal("call_1", r.tool_calls[1].id)
@@ -1066,11 +1119,11 @@ describe("provider adapters", function()
       end)
 
       it("maps MAX_TOKENS, SAFETY and a blocked prompt", function()
-        assert.are.equal("length", google.parse_response(200, {}, fixture("google/max_tokens.json")).finish_reason)
-        local s = google.parse_response(200, {}, fixture("google/safety.json"))
+        assert.are.equal("length", google.parse_response(200, {}, reply(google, "google/max_tokens.json")).finish_reason)
+        local s = google.parse_response(200, {}, reply(google, "google/safety.json"))
         assert.are.equal("content_filter", s.finish_reason)
         assert.are.equal("", s.content)
-        local b = google.parse_response(200, {}, fixture("google/blocked.json"))
+        local b = google.parse_response(200, {}, reply(google, "google/blocked.json"))
         assert_result_shape(b)
         assert.are.equal("content_filter", b.finish_reason)
         assert.are.equal("", b.content)

@@ -396,90 +396,92 @@ typedef struct reject {
     lg_json_status_t st;
 } reject_t;
 
+static const reject_t reject_cases[] = {
+    {"\"\\ud800\"", 0, LG_JSON_EUTF8},
+    {"\"\\udc00\"", 0, LG_JSON_EUTF8},
+    {"\"\\ud800\\u0041\"", 0, LG_JSON_EUTF8},
+    {"\"\\ud800x\"", 0, LG_JSON_EUTF8},
+    {"\"\\ude00\\ud83d\"", 0, LG_JSON_EUTF8},
+    {"\"\\ud800\\ud800\"", 0, LG_JSON_EUTF8},
+    {"\"\xC0\x80\"", 0, LG_JSON_EUTF8},
+    {"\"\xC1\xBF\"", 0, LG_JSON_EUTF8},
+    {"\"\xED\xA0\x80\"", 0, LG_JSON_EUTF8},
+    {"\"\xED\xBF\xBF\"", 0, LG_JSON_EUTF8},
+    {"\"\xF5\x80\x80\x80\"", 0, LG_JSON_EUTF8},
+    {"\"\xF4\x90\x80\x80\"", 0, LG_JSON_EUTF8},
+    {"\"\xE0\x80\xAF\"", 0, LG_JSON_EUTF8},
+    {"\"\xF0\x80\x80\xAF\"", 0, LG_JSON_EUTF8},
+    {"\"\xFF\"", 0, LG_JSON_EUTF8},
+    {"\"\x80\"", 0, LG_JSON_EUTF8},
+    {"\"\xE2\x82\"", 0, LG_JSON_EUTF8},
+    {"\"\\n\xC3\"", 0, LG_JSON_EUTF8}, /* the slow (escaped) path validates too */
+    {"\"\\n\xC3(\"", 0, LG_JSON_EUTF8},
+    {"[1,]", 0, LG_JSON_ESYNTAX},
+    {"{\"a\":1,}", 0, LG_JSON_ESYNTAX},
+    {"[,1]", 0, LG_JSON_ESYNTAX},
+    {"[1,,2]", 0, LG_JSON_ESYNTAX},
+    {"01", 0, LG_JSON_ESYNTAX},
+    {"-01", 0, LG_JSON_ESYNTAX},
+    {"[00]", 0, LG_JSON_ESYNTAX},
+    {"+1", 0, LG_JSON_ESYNTAX},
+    {".5", 0, LG_JSON_ESYNTAX},
+    {"1.", 0, LG_JSON_ESYNTAX},
+    {"1.e5", 0, LG_JSON_ESYNTAX},
+    {"1e", 0, LG_JSON_ESYNTAX},
+    {"1e+", 0, LG_JSON_ESYNTAX},
+    {"-", 0, LG_JSON_ESYNTAX},
+    {"- 1", 0, LG_JSON_ESYNTAX},
+    {"0x10", 0, LG_JSON_ESYNTAX},
+    {"1e400", 0, LG_JSON_ESYNTAX},
+    {"-1e400", 0, LG_JSON_ESYNTAX},
+    {"NaN", 0, LG_JSON_ESYNTAX},
+    {"[NaN]", 0, LG_JSON_ESYNTAX},
+    {"Infinity", 0, LG_JSON_ESYNTAX},
+    {"-Infinity", 0, LG_JSON_ESYNTAX},
+    {"'a'", 0, LG_JSON_ESYNTAX},
+    {"['a']", 0, LG_JSON_ESYNTAX},
+    {"{'a':1}", 0, LG_JSON_ESYNTAX},
+    {"\"\x01\"", 0, LG_JSON_ESYNTAX},
+    {"\"a\tb\"", 0, LG_JSON_ESYNTAX},
+    {"\"a\nb\"", 0, LG_JSON_ESYNTAX},
+    {"\"\0\"", 3, LG_JSON_ESYNTAX},
+    {"\"\\n\x1f\"", 0, LG_JSON_ESYNTAX},
+    {"{} x", 0, LG_JSON_ESYNTAX},
+    {"[] []", 0, LG_JSON_ESYNTAX},
+    {"1 2", 0, LG_JSON_ESYNTAX},
+    {"nullx", 0, LG_JSON_ESYNTAX},
+    {"", 0, LG_JSON_ESYNTAX},
+    {" \t\r\n", 0, LG_JSON_ESYNTAX},
+    {"\xEF\xBB\xBF{}", 0, LG_JSON_ESYNTAX},
+    {"[", 0, LG_JSON_ESYNTAX},
+    {"]", 0, LG_JSON_ESYNTAX},
+    {"{", 0, LG_JSON_ESYNTAX},
+    {"{\"a\"", 0, LG_JSON_ESYNTAX},
+    {"{\"a\":", 0, LG_JSON_ESYNTAX},
+    {"{\"a\" 1}", 0, LG_JSON_ESYNTAX},
+    {"{1:1}", 0, LG_JSON_ESYNTAX},
+    {"[1}", 0, LG_JSON_ESYNTAX},
+    {"{\"a\":1]", 0, LG_JSON_ESYNTAX},
+    {"\"abc", 0, LG_JSON_ESYNTAX},
+    {"\"abc\\", 0, LG_JSON_ESYNTAX},
+    {"\"\\x41\"", 0, LG_JSON_ESYNTAX},
+    {"\"\\u12\"", 0, LG_JSON_ESYNTAX},
+    {"\"\\u12g4\"", 0, LG_JSON_ESYNTAX},
+    {"\"\\U0041\"", 0, LG_JSON_ESYNTAX},
+    {"\"\\\"", 0, LG_JSON_ESYNTAX},
+    {"tru", 0, LG_JSON_ESYNTAX},
+    {"True", 0, LG_JSON_ESYNTAX},
+    {"nul", 0, LG_JSON_ESYNTAX},
+    {"[1 2]", 0, LG_JSON_ESYNTAX},
+    {"\x0c[]", 0, LG_JSON_ESYNTAX},
+    {"[\xc2\xa0]", 0, LG_JSON_ESYNTAX},
+};
+
 static void test_rejects(void **state)
 {
     lua_State *L = *state;
-    static const reject_t cases[] = {
-        {"\"\\ud800\"", 0, LG_JSON_EUTF8},
-        {"\"\\udc00\"", 0, LG_JSON_EUTF8},
-        {"\"\\ud800\\u0041\"", 0, LG_JSON_EUTF8},
-        {"\"\\ud800x\"", 0, LG_JSON_EUTF8},
-        {"\"\\ude00\\ud83d\"", 0, LG_JSON_EUTF8},
-        {"\"\\ud800\\ud800\"", 0, LG_JSON_EUTF8},
-        {"\"\xC0\x80\"", 0, LG_JSON_EUTF8},
-        {"\"\xC1\xBF\"", 0, LG_JSON_EUTF8},
-        {"\"\xED\xA0\x80\"", 0, LG_JSON_EUTF8},
-        {"\"\xED\xBF\xBF\"", 0, LG_JSON_EUTF8},
-        {"\"\xF5\x80\x80\x80\"", 0, LG_JSON_EUTF8},
-        {"\"\xF4\x90\x80\x80\"", 0, LG_JSON_EUTF8},
-        {"\"\xE0\x80\xAF\"", 0, LG_JSON_EUTF8},
-        {"\"\xF0\x80\x80\xAF\"", 0, LG_JSON_EUTF8},
-        {"\"\xFF\"", 0, LG_JSON_EUTF8},
-        {"\"\x80\"", 0, LG_JSON_EUTF8},
-        {"\"\xE2\x82\"", 0, LG_JSON_EUTF8},
-        {"\"\\n\xC3\"", 0, LG_JSON_EUTF8}, /* the slow (escaped) path validates too */
-        {"\"\\n\xC3(\"", 0, LG_JSON_EUTF8},
-        {"[1,]", 0, LG_JSON_ESYNTAX},
-        {"{\"a\":1,}", 0, LG_JSON_ESYNTAX},
-        {"[,1]", 0, LG_JSON_ESYNTAX},
-        {"[1,,2]", 0, LG_JSON_ESYNTAX},
-        {"01", 0, LG_JSON_ESYNTAX},
-        {"-01", 0, LG_JSON_ESYNTAX},
-        {"[00]", 0, LG_JSON_ESYNTAX},
-        {"+1", 0, LG_JSON_ESYNTAX},
-        {".5", 0, LG_JSON_ESYNTAX},
-        {"1.", 0, LG_JSON_ESYNTAX},
-        {"1.e5", 0, LG_JSON_ESYNTAX},
-        {"1e", 0, LG_JSON_ESYNTAX},
-        {"1e+", 0, LG_JSON_ESYNTAX},
-        {"-", 0, LG_JSON_ESYNTAX},
-        {"- 1", 0, LG_JSON_ESYNTAX},
-        {"0x10", 0, LG_JSON_ESYNTAX},
-        {"1e400", 0, LG_JSON_ESYNTAX},
-        {"-1e400", 0, LG_JSON_ESYNTAX},
-        {"NaN", 0, LG_JSON_ESYNTAX},
-        {"[NaN]", 0, LG_JSON_ESYNTAX},
-        {"Infinity", 0, LG_JSON_ESYNTAX},
-        {"-Infinity", 0, LG_JSON_ESYNTAX},
-        {"'a'", 0, LG_JSON_ESYNTAX},
-        {"['a']", 0, LG_JSON_ESYNTAX},
-        {"{'a':1}", 0, LG_JSON_ESYNTAX},
-        {"\"\x01\"", 0, LG_JSON_ESYNTAX},
-        {"\"a\tb\"", 0, LG_JSON_ESYNTAX},
-        {"\"a\nb\"", 0, LG_JSON_ESYNTAX},
-        {"\"\0\"", 3, LG_JSON_ESYNTAX},
-        {"\"\\n\x1f\"", 0, LG_JSON_ESYNTAX},
-        {"{} x", 0, LG_JSON_ESYNTAX},
-        {"[] []", 0, LG_JSON_ESYNTAX},
-        {"1 2", 0, LG_JSON_ESYNTAX},
-        {"nullx", 0, LG_JSON_ESYNTAX},
-        {"", 0, LG_JSON_ESYNTAX},
-        {" \t\r\n", 0, LG_JSON_ESYNTAX},
-        {"\xEF\xBB\xBF{}", 0, LG_JSON_ESYNTAX},
-        {"[", 0, LG_JSON_ESYNTAX},
-        {"]", 0, LG_JSON_ESYNTAX},
-        {"{", 0, LG_JSON_ESYNTAX},
-        {"{\"a\"", 0, LG_JSON_ESYNTAX},
-        {"{\"a\":", 0, LG_JSON_ESYNTAX},
-        {"{\"a\" 1}", 0, LG_JSON_ESYNTAX},
-        {"{1:1}", 0, LG_JSON_ESYNTAX},
-        {"[1}", 0, LG_JSON_ESYNTAX},
-        {"{\"a\":1]", 0, LG_JSON_ESYNTAX},
-        {"\"abc", 0, LG_JSON_ESYNTAX},
-        {"\"abc\\", 0, LG_JSON_ESYNTAX},
-        {"\"\\x41\"", 0, LG_JSON_ESYNTAX},
-        {"\"\\u12\"", 0, LG_JSON_ESYNTAX},
-        {"\"\\u12g4\"", 0, LG_JSON_ESYNTAX},
-        {"\"\\U0041\"", 0, LG_JSON_ESYNTAX},
-        {"\"\\\"", 0, LG_JSON_ESYNTAX},
-        {"tru", 0, LG_JSON_ESYNTAX},
-        {"True", 0, LG_JSON_ESYNTAX},
-        {"nul", 0, LG_JSON_ESYNTAX},
-        {"[1 2]", 0, LG_JSON_ESYNTAX},
-        {"\x0c[]", 0, LG_JSON_ESYNTAX},
-        {"[\xc2\xa0]", 0, LG_JSON_ESYNTAX},
-    };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    const reject_t *cases = reject_cases;
+    for (size_t i = 0; i < sizeof reject_cases / sizeof reject_cases[0]; i++) {
         const reject_t *c = &cases[i];
         size_t len = c->len ? c->len : strlen(c->text);
         lg_json_error_t err;
@@ -1470,6 +1472,201 @@ static void test_corpus(void **state)
     assert_int_equal(lua_gettop(L), 0);
 }
 
+/* json.shape: decode(text, shape) equals a plain decode pruned by a reference pruner in Lua, on
+ * fixed cases and on random documents and shapes (wide objects on both sides of the batch limit,
+ * repeated names, arrays of objects, escapes). */
+static void test_shape(void **state)
+{
+    lua_State *L = *state;
+    run_lua(L,
+            "local function prune(v, s)\n"
+            "  if type(v) ~= 'table' or s == true then return v end\n"
+            "  if getmetatable(v) == json.array_mt then\n"
+            "    local out = json.array()\n"
+            "    for i = 1, #v do out[i] = prune(v[i], s) end\n"
+            "    return out\n"
+            "  end\n"
+            "  local out = {}\n"
+            "  for k, sub in pairs(s) do if v[k] ~= nil then out[k] = prune(v[k], sub) end end\n"
+            "  return out\n"
+            "end\n"
+            "local function same(a, b)\n"
+            "  if type(a) ~= 'table' or type(b) ~= 'table' then return a == b end\n"
+            "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
+            "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+            "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+            "  return true\n"
+            "end\n"
+            "local function check(text, s, want)\n"
+            "  local got = json.decode(text, json.shape(s))\n"
+            "  local ref = want and json.decode(want) or prune(json.decode(text), s)\n"
+            "  assert(same(got, ref), text .. ' -> ' .. json.encode(got) .. ', want ' .. json.encode(ref))\n"
+            "end\n"
+            "check('{\"id\":\"c1\",\"object\":\"chat.completion\",\"model\":\"m\",\"choices\":[{\"index\":0,'\n"
+            "  .. '\"message\":{\"role\":\"assistant\",\"content\":\"hi\",\"refusal\":null},\"logprobs\":null,'\n"
+            "  .. '\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2,'\n"
+            "  .. '\"prompt_tokens_details\":{\"cached_tokens\":0}}}',\n"
+            "  {error = true, model = true, choices = {message = {content = true, refusal = true}, finish_reason = true},\n"
+            "   usage = {prompt_tokens = true, completion_tokens = true}},\n"
+            "  '{\"model\":\"m\",\"choices\":[{\"message\":{\"content\":\"hi\",\"refusal\":null},\"finish_reason\":\"stop\"}],'\n"
+            "  .. '\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}')\n"
+            "check('[{\"a\":1,\"b\":2},{\"c\":[1],\"a\":3},5,\"s\",null,[{\"a\":[],\"z\":0}]]', {a = true},\n"
+            "  '[{\"a\":1},{\"a\":3},5,\"s\",null,[{\"a\":[]}]]')\n"
+            "check('{\"a\":5,\"b\":{}}', {a = {b = true}, b = {}}, '{\"a\":5,\"b\":{}}')\n"
+            "check('{\"a\":{\"x\":1,\"y\":[1,{\"x\":2}]}}', {a = {}}, '{\"a\":{}}')\n"
+            "check('{\"\\\\u0061\":1,\"b\":2,\"a\\\\\"\":3}', {a = true, ['a\"'] = true}, '{\"a\":1,\"a\\\\\"\":3}')\n"
+            "check('{\"a\":1,\"b\":2,\"a\":3}', {a = true}, '{\"a\":3}')\n"
+            "check('\"x\"', {}, '\"x\"')\n"
+            "check('{\"b\":\"\\\\n\\\\u00e9\\\\ud83d\\\\ude00\",\"a\":-1.5e3,\"c\":[true,false,null]}', {a = true}, '{\"a\":-1500}')\n"
+            "assert(getmetatable(json.decode('{\"a\":{}}', json.shape{a = {}}).a) == nil)\n"
+            "assert(getmetatable(json.decode('{\"a\":[]}', json.shape{a = {}}).a) == json.array_mt)\n"
+            /* random documents and shapes */
+            "math.randomseed(7)\n"
+            "local names = {'a', 'b', 'c', 'dd', 'e\\\\u0066', 'k10', 'k11', 'k12', 'long_member_name'}\n"
+            "local function doc(depth)\n"
+            "  local r = math.random(depth > 3 and 5 or 7)\n"
+            "  if r == 1 then return tostring(math.random(-1000, 1000) / 8) end\n"
+            "  if r == 2 then return '\"s\\\\t' .. math.random(100) .. '\"' end\n"
+            "  if r == 3 then return ({'true', 'false', 'null'})[math.random(3)] end\n"
+            "  if r <= 5 then return '\"' .. string.rep('x', math.random(0, 20)) .. '\"' end\n"
+            "  local n, parts = math.random(0, math.random(2) == 1 and 4 or 40), {}\n"
+            "  if r == 6 then\n"
+            "    for i = 1, n do parts[i] = doc(depth + 1) end\n"
+            "    return '[ ' .. table.concat(parts, ' , ') .. ' ]'\n"
+            "  end\n"
+            "  for i = 1, n do\n"
+            "    local name = math.random(3) == 1 and names[math.random(#names)] or ('k' .. math.random(40))\n"
+            "    parts[i] = '\"' .. name .. '\" : ' .. doc(depth + 1)\n"
+            "  end\n"
+            "  return '{' .. table.concat(parts, ',') .. '}'\n"
+            "end\n"
+            "local function shape(depth)\n"
+            "  local s = {}\n"
+            "  for _ = 1, math.random(0, 6) do\n"
+            "    local name = math.random(2) == 1 and ({'a', 'b', 'c', 'dd', 'ef'})[math.random(5)] or ('k' .. math.random(40))\n"
+            "    s[name] = (depth > 3 or math.random(2) == 1) and true or shape(depth + 1)\n"
+            "  end\n"
+            "  return s\n"
+            "end\n"
+            "for _ = 1, 3000 do check(doc(0), shape(0)) end\n");
+    /* the Lua API's errors, and shapes shared by many decodes (and collected) */
+    run_lua(L,
+            "local ok, err = pcall(json.shape, {[1] = true})\n"
+            "assert(not ok and err:find('member names must be strings', 1, true), err)\n"
+            "ok, err = pcall(json.shape, {a = false})\n"
+            "assert(not ok and err:find(\"the value of 'a' must be true\", 1, true), err)\n"
+            "ok, err = pcall(json.shape, {a = {b = 1}})\n"
+            "assert(not ok and err:find(\"the value of 'b' must be true\", 1, true), err)\n"
+            "local t = {}; t.a = t\n"
+            "ok, err = pcall(json.shape, t)\n"
+            "assert(not ok and err:find('nested more than', 1, true), err)\n"
+            "ok, err = pcall(json.shape, 'a')\n"
+            "assert(not ok)\n"
+            "ok, err = pcall(json.decode, '{}', {a = true})\n"
+            "assert(not ok and err:find('json.shape expected', 1, true), err)\n"
+            "local s = json.shape{a = {b = true}}\n"
+            "assert(getmetatable(s) == 'json.shape')\n"
+            "assert(json.decode('{}', nil) and json.decode('{\"a\":{\"b\":1,\"c\":2}}', s).a.c == nil)\n"
+            "ok, err = pcall(json.decode, '{\"a\":{\"b\":1,\"c\":[1,]}}', s)\n"
+            "assert(not ok and err:find(\"unexpected character ']' at offset 19\", 1, true), err)\n"
+            "for i = 1, 2000 do json.shape{x = {y = {z = true}}, ['k' .. i] = true} end\n"
+            "collectgarbage()\n");
+    /* a held shape outlives its Lua value */
+    run_lua(L, "held = json.shape{a = true}");
+    lua_getglobal(L, "held");
+    lg_json_shape_t *sh = lg_json_shape_hold(lg_json_toshape(L, -1));
+    assert_non_null(sh);
+    lua_pushnil(L);
+    lua_setglobal(L, "held");
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    assert_int_equal(lg_json_decode_shaped(L, "{\"a\":1,\"b\":2}", 13, 128, NULL, sh), LG_JSON_OK);
+    lua_getfield(L, -1, "b");
+    assert_true(lua_isnil(L, -1));
+    lg_json_shape_drop(sh);
+    lua_settop(L, 0);
+    assert_null(lg_json_toshape(L, 1));
+    lua_newuserdata(L, sizeof(void *));
+    assert_null(lg_json_toshape(L, -1));
+    lua_settop(L, 0);
+}
+
+/* A dropped member is checked by the decoder's own rules: every reject case and corpus file, as
+ * the value of a member a shape drops, fails (or passes) exactly as when it is built, with the same
+ * offset and message. */
+static void shaped_like_plain(lua_State *L, lg_json_shape_t *sh, const char *text, size_t len, int max_depth,
+                              const char *what)
+{
+    size_t n = len + 16;
+    char *w = malloc(n);
+    assert_non_null(w);
+    memcpy(w, "{\"x\":", 5);
+    memcpy(w + 5, text, len);
+    memcpy(w + 5 + len, ",\"k\":1}", 7);
+    n = len + 12;
+    lg_json_error_t e1, e2;
+    memset(&e1, 0, sizeof e1);
+    memset(&e2, 0, sizeof e2);
+    lg_json_status_t plain = dec(L, w, n, max_depth, &e1);
+    char *copy = malloc(n);
+    memcpy(copy, w, n);
+    lg_json_status_t shaped = lg_json_decode_shaped(L, copy, n, max_depth, &e2, sh);
+    free(copy);
+    if (plain != shaped || e1.offset != e2.offset || strcmp(e1.msg, e2.msg) != 0) {
+        print_error("%s: plain %d (%s), shaped %d (%s)\n", what, plain, e1.msg, shaped, e2.msg);
+        fail();
+    }
+    if (shaped == LG_JSON_OK) {
+        lua_getfield(L, -1, "x");
+        assert_true(lua_isnil(L, -1));
+        lua_getfield(L, -2, "k");
+        assert_int_equal(lua_tointeger(L, -1), 1);
+        lua_pop(L, 4);
+    }
+    assert_int_equal(lua_gettop(L), 1);
+    free(w);
+}
+
+static void test_shape_checks_dropped_values(void **state)
+{
+    lua_State *L = *state;
+    run_lua(L, "drop = json.shape{k = true}");
+    lua_getglobal(L, "drop");
+    lg_json_shape_t *sh = lg_json_toshape(L, 1);
+    for (size_t i = 0; i < sizeof reject_cases / sizeof reject_cases[0]; i++) {
+        const reject_t *c = &reject_cases[i];
+        shaped_like_plain(L, sh, c->text, c->len ? c->len : strlen(c->text), LG_JSON_DEFAULT_MAX_DEPTH, c->text);
+    }
+    for (int depth = 126; depth <= 130; depth++) {
+        char *t = nested(depth, "[", "", "]");
+        shaped_like_plain(L, sh, t, strlen(t), 128, "nested arrays");
+        free(t);
+        t = nested(depth, "{\"a\":", "1", "}");
+        shaped_like_plain(L, sh, t, strlen(t), 128, "nested objects");
+        free(t);
+    }
+    DIR *dir = opendir(CORPUS_DIR);
+    assert_non_null(dir);
+    struct dirent *de;
+    int count = 0;
+    while ((de = readdir(dir)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l < 6 || strcmp(de->d_name + l - 5, ".json") != 0)
+            continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", CORPUS_DIR, de->d_name);
+        size_t len = 0;
+        char *text = read_file(path, &len);
+        assert_non_null(text);
+        shaped_like_plain(L, sh, text, len, LG_JSON_DEFAULT_MAX_DEPTH, de->d_name);
+        free(text);
+        count++;
+    }
+    closedir(dir);
+    assert_true(count >= 100);
+    lua_settop(L, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1494,6 +1691,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_object_duplicate_keys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_object_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_corpus, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shape, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shape_checks_dropped_values, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

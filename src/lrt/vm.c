@@ -370,6 +370,7 @@ int lg_vm_open(lg_vm_t *vm, void *rt)
     if (L == NULL)
         return -1;
     vm->L = L;
+    lua_gc(L, LUA_GCSETPAUSE, LG_VM_GC_PAUSE);
     luaL_openlibs(L);
     /* strings share one metatable: hide it so no agent can reach or change the real string table */
     lua_pushliteral(L, "");

@@ -4,6 +4,7 @@
 -- {messages = [...], params = {...}}: the conversation goes to the model as it is, with the
 -- request's temperature and max_tokens, and streams when the client asked for a stream.
 local function number(v) if type(v) == "number" then return v end end
+local NO_PARAMS = {} -- read only
 
 return {
   description = "Ask a model one question: task.prompt (or a whole conversation: task.messages)",
@@ -13,7 +14,7 @@ return {
     if task.prompt == nil and task.messages == nil then
       error({status = 400, code = "invalid_request", message = "the task needs \"prompt\" (or \"messages\")"})
     end
-    local params = task.params or {}
+    local params = task.params or NO_PARAMS
     return luagent.ai.chat{
       model = task.model,
       messages = task.messages or {{role = "user", content = task.prompt}},

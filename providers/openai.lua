@@ -215,13 +215,18 @@ local function parse_response(status, headers, body, req)
   local choice = choices and tbl(choices[1])
   if not choice then provider_error(502, "openai: reply has no choices") end
   local msg = tbl(choice.message) or {}
-  local calls = {}
-  for i, tc in ipairs(tbl(msg.tool_calls) or {}) do
-    local fn = tbl(tc["function"]) or {}
-    calls[#calls + 1] = {id = str(tc.id) or ("call_" .. i), name = str(fn.name),
-                         args = fn.arguments, thought_signature = signature_of(tc)}
+  local tool_calls, tcs = nil, tbl(msg.tool_calls)
+  if tcs then
+    local calls = {}
+    for i, tc in ipairs(tcs) do
+      local fn = tbl(tc["function"]) or {}
+      calls[#calls + 1] = {id = str(tc.id) or ("call_" .. i), name = str(fn.name),
+                           args = fn.arguments, thought_signature = signature_of(tc)}
+    end
+    tool_calls = finish_calls(calls)
+  else
+    tool_calls = json.array()
   end
-  local tool_calls = finish_calls(calls)
   local result = {
     content = reply_text(msg.content),
     tool_calls = tool_calls,

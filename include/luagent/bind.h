@@ -24,7 +24,8 @@ void lg_bind_open_http(lua_State *L);
  *  instead of libcurl: luagent.ai's transport to providers. It also takes `lean = true`: a 2xx
  *  reply then comes without its headers and with the body decoded into `json` (or the raw `body`
  *  when it is not JSON), so a provider call builds no objects it does not need; with `shape =
- *  json.shape{...}` only the members it names are built (the request holds the shape). */
+ *  json.shape{...}` only the members it names are built (the request holds the shape). The same
+ *  without an options table, lean: request(method, url, headers, body, timeout_ms, stream, shape). */
 void lg_bind_push_upstream_request(lua_State *L);
 /** Push `luagent.ai` (chat, run), given the index of the `luagent` table being built. */
 void lg_bind_open_ai(lua_State *L, int luagent);

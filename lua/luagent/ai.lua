@@ -154,8 +154,7 @@ local function attempt(a, pname, req, cfg, timeout_ms, progress)
   local body, method, url = r.body, r.method or "POST", r.url
   if type(body) == "table" then body = json.encode(body) end
   r = nil -- the request's tables are garbage while the reply is awaited (thousands may be in flight)
-  local res = host.request{method = method, url = url, headers = headers, body = body,
-                          timeout_ms = timeout_ms, stream = req.stream, lean = true, shape = a.reply_shape}
+  local res = host.request(method, url, headers, body, timeout_ms, req.stream, a.reply_shape) -- lean
   if res.status < 200 or res.status > 299 then
     local text = res.body or read_all(res)
     local c = a.classify_error and a.classify_error(res.status, res.headers, text) or default_classify(res.status)
@@ -201,6 +200,7 @@ end
 -- an adapter's settings (key, base URL) only change with the adapter, the settings (SIGHUP) or
 -- the call's base_url
 local cfgs, cfgs_gen = nil, nil
+local NOT_STREAMING = {streamed = false} -- the progress of every non-streamed call: never set
 
 local function config_for(a, base_url)
   local gen = host.providers_gen()
@@ -225,7 +225,7 @@ local function call_model(a, pname, model, opts)
   local retries = tonumber(opts.retries) or DEFAULT_RETRIES
   local timeout_ms = tonumber(opts.timeout_ms) or DEFAULT_TIMEOUT_MS
   local tries = 0
-  local progress = {streamed = false}
+  local progress = req.stream and {streamed = false} or NOT_STREAMING
   local t0 = luagent.now()
   while true do
     progress.streamed = false

@@ -393,14 +393,6 @@ static int valid_header_name(const char *s)
     return 1;
 }
 
-static lua_Number opt_number(lua_State *L, const char *field, lua_Number def)
-{
-    lua_getfield(L, 1, field);
-    lua_Number v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
-    lua_pop(L, 1);
-    return v;
-}
-
 static int start_curl(lua_State *L, http_req_t *r, const char *url, const char *method, const char *body, size_t blen,
                       long timeout_ms)
 {
@@ -461,19 +453,47 @@ static int start_h2o(lua_State *L, http_req_t *r, const char *url, const char *m
     return 0;
 }
 
-/* raw_request(opts) -> true, res | false, err   (yields). Upvalue 1: the transport. */
+/* The request's arguments, in this order on the Lua stack from index a (see http_raw_request). */
+enum { A_URL, A_METHOD, A_BODY, A_HEADERS, A_TIMEOUT, A_MAX_BODY, A_STREAM, A_LEAN, A_SHAPE, A_COUNT };
+static const char *const arg_names[A_COUNT] = {"url", "method", "body", "headers", "timeout_ms", "max_body_bytes",
+                                               "stream", "lean", "shape"};
+
+static lua_Number arg_number(lua_State *L, int idx, lua_Number def)
+{
+    return lua_isnumber(L, idx) ? lua_tonumber(L, idx) : def;
+}
+
+/* raw_request(opts) -> true, res | false, err   (yields). Upvalue 1: the transport.
+ * The provider path (the H2O transport) also takes its arguments in order, without a table:
+ * raw_request(method, url, headers, body, timeout_ms, stream, shape), lean. */
 static int http_raw_request(lua_State *L)
 {
     transport_t transport = (transport_t)lua_tointeger(L, lua_upvalueindex(1));
-    luaL_checktype(L, 1, LUA_TTABLE);
+    int a;
+    if (transport == T_H2O && !lua_istable(L, 1)) {
+        static const int from[A_COUNT] = {2, 1, 4, 3, 5, 0, 6, 0, 7};
+        lua_settop(L, 7);
+        a = 8;
+        for (int i = 0; i < A_COUNT; i++) {
+            if (from[i])
+                lua_pushvalue(L, from[i]);
+            else if (i == A_LEAN)
+                lua_pushboolean(L, 1);
+            else
+                lua_pushnil(L);
+        }
+    } else {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        a = 2;
+        for (int i = 0; i < A_COUNT; i++)
+            lua_getfield(L, 1, arg_names[i]);
+    }
     lg_exec_t *e = lg_sched_check(L, "luagent.http.request");
-    lua_getfield(L, 1, "url");
-    const char *url = lua_tostring(L, -1);
+    const char *url = lua_tostring(L, a + A_URL);
     if (url == NULL || (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0))
         return luaL_error(L, "luagent.http.request: url must be an http:// or https:// URL");
-    lua_getfield(L, 1, "method");
-    const char *method = luaL_optstring(L, -1, NULL);
-    lua_getfield(L, 1, "body");
+    const char *method = luaL_optstring(L, a + A_METHOD, NULL);
+    lua_pushvalue(L, a + A_BODY);
     size_t blen = 0;
     const char *body = NULL;
     int body_is_json = 0;
@@ -496,15 +516,14 @@ static int http_raw_request(lua_State *L)
     for (const char *c = method; *c; c++)
         if (!(*c >= 'A' && *c <= 'Z'))
             return luaL_error(L, "luagent.http.request: bad method '%s'", method);
-    lua_getfield(L, 1, "shape");
-    lg_json_shape_t *shape = lg_json_toshape(L, -1);
-    if (shape == NULL && !lua_isnil(L, -1))
+    lg_json_shape_t *shape = lg_json_toshape(L, a + A_SHAPE);
+    if (shape == NULL && !lua_isnil(L, a + A_SHAPE))
         return luaL_error(L, "luagent.http.request: shape must be a json.shape");
 
     /* headers, checked before anything is allocated */
     lg_buf_t lines = {0};
     int has_ct = 0, has_tp = 0;
-    lua_getfield(L, 1, "headers");
+    lua_pushvalue(L, a + A_HEADERS);
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2) != 0) {
@@ -538,7 +557,7 @@ static int http_raw_request(lua_State *L)
 
     /* the deadline: the request's own, never past the execution's */
     uint64_t now = lg_now_mono_ms();
-    lua_Number timeout = opt_number(L, "timeout_ms", DEFAULT_TIMEOUT_MS);
+    lua_Number timeout = arg_number(L, a + A_TIMEOUT, DEFAULT_TIMEOUT_MS);
     uint64_t left = e->budget.deadline_ms > now ? e->budget.deadline_ms - now : 1;
     long timeout_ms = timeout > 0 && timeout < (lua_Number)left ? (long)timeout : (long)left;
 
@@ -547,12 +566,9 @@ static int http_raw_request(lua_State *L)
     r->e = e;
     r->transport = transport;
     lg_timer_init(&r->deadline, h2o_on_deadline); /* idle until start_h2o arms it */
-    r->max_body = (size_t)opt_number(L, "max_body_bytes", DEFAULT_MAX_BODY);
-    lua_getfield(L, 1, "stream");
-    r->stream = lua_toboolean(L, -1);
-    lua_getfield(L, 1, "lean");
-    r->lean = lua_toboolean(L, -1);
-    lua_pop(L, 2);
+    r->max_body = (size_t)arg_number(L, a + A_MAX_BODY, DEFAULT_MAX_BODY);
+    r->stream = lua_toboolean(L, a + A_STREAM);
+    r->lean = lua_toboolean(L, a + A_LEAN);
     r->shape = lg_json_shape_hold(shape);
     lg_exec_own(e, &r->res); /* from here on, every path frees it with the execution */
     if (e->recording && transport == T_CURL) { /* provider calls are recorded as ai_call by luagent.ai */
@@ -649,8 +665,8 @@ static int handle_gc(lua_State *L)
 static const char wrapper[] =
     "local raw = ...\n"
     "local function check(ok, v, lvl) if not ok then error(v, lvl) end return v end\n"
-    "return function(opts)\n"
-    "  local ok, res = raw(opts)\n"
+    "return function(...)\n"
+    "  local ok, res = raw(...)\n"
     "  check(ok, res, 3)\n"
     "  if res.read then\n"
     "    local read = res.read\n"

@@ -351,9 +351,10 @@ static void h2o_on_head(void *data, int status, const lg_upstream_header_t *head
 {
     http_req_t *r = data;
     r->status = status;
-    for (size_t i = 0; i < n; i++)
-        if (headers[i].name != NULL)
-            add_header(r, headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len);
+    if (!r->lean || status < 200 || status > 299) /* a lean 2xx reply goes without its headers */
+        for (size_t i = 0; i < n; i++)
+            if (headers[i].name != NULL)
+                add_header(r, headers[i].name, headers[i].name_len, headers[i].value, headers[i].value_len);
     got_head(r);
 }
 

@@ -10,9 +10,10 @@ LUAGENT_BUILD_PKGS=(gcc libc6-dev pkg-config meson ninja-build luajit2 libluajit
 # Tests: cmocka, busted (run under luajit2), Python for the integration suite and the fake
 # providers, curl for the scripts, a real PostgreSQL and Redis (started by the suite on temporary
 # ports), Node (Debian's 18 unless one is there) for the official SDKs, curl and nghttp for HTTP/2,
-# clang and libFuzzer's runtime for tests/fuzz (clang only recommends libclang-rt-14-dev).
+# clang, libFuzzer's runtime and llvm-symbolizer for tests/fuzz (clang only recommends
+# libclang-rt-14-dev and llvm-14; without a symbolizer LeakSanitizer's suppressions match nothing).
 LUAGENT_TEST_PKGS=(libcmocka-dev lua-busted luajit2 python3 curl nghttp2-client openssl procps postgresql-15
-                   postgresql-client-15 redis-server clang libclang-rt-14-dev)
+                   postgresql-client-15 redis-server clang libclang-rt-14-dev llvm-14)
 LUAGENT_TEST_PKGS+=(prometheus) # promtool check metrics (tests/integration/test_metrics.py)
 command -v node >/dev/null && command -v npm >/dev/null || LUAGENT_TEST_PKGS+=(nodejs npm)
 # tests/integration: `docker-compose config` (Debian's v1, test_deploy.py) and PyYAML (the k8s manifests,

@@ -24,6 +24,14 @@ art=${LUAGENT_FUZZ_ARTIFACTS:-$tmp/artifacts}; mkdir -p "$art"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LSAN_OPTIONS=suppressions=$PWD/tests/fuzz/lsan.supp:print_suppressions=0
+# The suppressions name functions: reports must be symbolized, and Debian's llvm-14 has the
+# symbolizer only as llvm-symbolizer-14 (the unversioned name comes with the `llvm` package).
+if [ -z "${ASAN_SYMBOLIZER_PATH:-}" ]; then
+  for s in "$(command -v llvm-symbolizer)" /usr/lib/llvm-*/bin/llvm-symbolizer; do
+    if [ -x "$s" ]; then export ASAN_SYMBOLIZER_PATH=$s; break; fi
+  done
+  [ -n "${ASAN_SYMBOLIZER_PATH:-}" ] || echo "tests/fuzz: no llvm-symbolizer: leak suppressions cannot apply" >&2
+fi
 
 passed=0 failed=0
 for t in "${targets[@]}"; do

@@ -66,8 +66,8 @@ typedef struct lg_exec_ops {
 typedef struct lg_usage_model {
     struct lg_usage_model *next;
     uint64_t input_tokens, output_tokens, calls, retries;
-    size_t klen;
-    char key[]; /* "provider/model" */
+    size_t klen, plen;
+    char key[]; /* "provider/model", the provider being key[0..plen) */
 } lg_usage_model_t;
 
 typedef struct lg_usage {

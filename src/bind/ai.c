@@ -133,16 +133,23 @@ static uint64_t count_of(lua_Number v)
     return v > 0 && v < 1e18 ? (uint64_t)v : 0;
 }
 
-static lg_usage_model_t *usage_model(lg_usage_t *u, const char *key, size_t klen)
+/* the entry of "provider/model", made on first use */
+static lg_usage_model_t *usage_model(lg_usage_t *u, const char *provider, size_t plen, const char *model,
+                                     size_t mlen)
 {
+    size_t klen = plen + 1 + mlen;
     lg_usage_model_t *m;
     for (m = u->by_model; m != NULL; m = m->next)
-        if (m->klen == klen && memcmp(m->key, key, klen) == 0)
+        if (m->klen == klen && m->plen == plen && memcmp(m->key, provider, plen) == 0 &&
+            memcmp(m->key + plen + 1, model, mlen) == 0)
             return m;
     if ((m = calloc(1, sizeof(*m) + klen + 1)) == NULL)
         abort();
-    memcpy(m->key, key, klen);
+    memcpy(m->key, provider, plen);
+    m->key[plen] = '/';
+    memcpy(m->key + plen + 1, model, mlen);
     m->klen = klen;
+    m->plen = plen;
     if (u->by_model == NULL)
         u->tail = &u->by_model;
     *u->tail = m;
@@ -162,8 +169,8 @@ static void usage_count(lg_usage_t *u, lg_usage_model_t *m, uint64_t in, uint64_
 void lg_usage_merge(lg_usage_t *into, const lg_usage_t *from)
 {
     for (const lg_usage_model_t *f = from->by_model; f != NULL; f = f->next)
-        usage_count(into, usage_model(into, f->key, f->klen), f->input_tokens, f->output_tokens, f->calls,
-                    f->retries);
+        usage_count(into, usage_model(into, f->key, f->plen, f->key + f->plen + 1, f->klen - f->plen - 1),
+                    f->input_tokens, f->output_tokens, f->calls, f->retries);
 }
 
 void lg_usage_free(lg_usage_t *u)
@@ -191,19 +198,7 @@ static int h_usage_add(lua_State *L)
     if (e->recording)
         record_call(e, provider, model, (lua_Number)in, (lua_Number)out, (lua_Number)retries,
                     luaL_optnumber(L, 6, 0), luaL_optstring(L, 7, NULL));
-    char key[256];
-    size_t klen = plen + 1 + mlen;
-    lg_usage_model_t *m;
-    if (klen < sizeof(key)) {
-        memcpy(key, provider, plen);
-        key[plen] = '/';
-        memcpy(key + plen + 1, model, mlen);
-        m = usage_model(&e->usage, key, klen);
-    } else {
-        lua_pushfstring(L, "%s/%s", provider, model);
-        m = usage_model(&e->usage, lua_tostring(L, -1), klen);
-        lua_pop(L, 1);
-    }
+    lg_usage_model_t *m = usage_model(&e->usage, provider, plen, model, mlen);
     usage_count(&e->usage, m, in, out, 1, retries);
     return 0;
 }

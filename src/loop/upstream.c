@@ -166,13 +166,6 @@ static void finish(lg_upstream_req_t *r, const char *err)
     cbs->on_done(data, err);
 }
 
-/* the caller ended it (on_body returned non-zero): no callback */
-static void drop(lg_upstream_req_t *r)
-{
-    r->cbs = NULL;
-    lg_upstream_cancel(r);
-}
-
 /* a read or write failed, or the server closed the connection */
 static void io_failed(lg_upstream_req_t *r, const char *err)
 {
@@ -307,7 +300,7 @@ static void read_body(lg_upstream_req_t *r)
         break;
     }
     if (n > 0 && r->cbs->on_body(r->data, in->bytes, n) != 0) {
-        drop(r);
+        lg_upstream_cancel(r); /* the caller ended it: no on_done */
         return;
     }
     h2o_buffer_consume(&sock->input, in->size);

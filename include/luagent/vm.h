@@ -34,8 +34,8 @@
 #define LG_VM_LOAD_TIMEOUT_MS 2000 /* budget for an agent file's top-level code */
 /* The collector's pause (LuaJIT's default is 200: a cycle starts when the heap doubles). At 300 a
  * cycle starts at three times the live heap: half as many cycles for the same garbage, so marking
- * costs half and sweeping three quarters as much per request (W2: +3-8% throughput, peak RSS (VmHWM) 32.8
- * -> 36.5 MB at 1000 calls in flight; docs/architecture.md). */
+ * costs half and sweeping three quarters as much per request (W2: +3-8% throughput, peak RSS
+ * (VmHWM) 32.8 -> 36.5 MB at 1000 calls in flight; docs/architecture.md). */
 #define LG_VM_GC_PAUSE 300
 
 /** What one execution may spend. Embedded in the execution; the VM charges the current one. */

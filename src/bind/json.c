@@ -45,7 +45,8 @@
  *     json.array(t) refuses a table that has another metatable; json.array() returns a new empty
  *     array. json.is_array(v) says whether encode would write v as a JSON array (marked, or keys
  *     exactly 1..n with n >= 1).
- *   - the registry keys are addresses of statics, so one process can host many lua_States.
+ *   - the registry keys are addresses of statics (json.shape's metatable: luaL_newmetatable's
+ *     "json.shape"), so one process can host many lua_States.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* strtod_l, newlocale, uselocale */
@@ -70,7 +71,6 @@
 static char k_array_mt;
 static char k_empty_mt;
 static char k_empty;
-static char k_shape_mt;
 
 #define TWO53 9007199254740992.0
 
@@ -1465,6 +1465,7 @@ static int l_decode(lua_State *L)
 /* ---- json.shape ---- */
 
 #define SHAPE_MAX_DEPTH 32
+#define SHAPE_MT "json.shape" /* its metatable's registry name (and what getmetatable shows) */
 
 typedef struct shape_build {
     lg_json_shape_t *sh; /* NULL while counting */
@@ -1518,20 +1519,11 @@ static int l_shape(lua_State *L)
     shape_walk(L, 1, 1, &b);
     lg_json_shape_t **ud = lua_newuserdata(L, sizeof *ud);
     *ud = NULL;
-    lua_pushlightuserdata(L, &k_shape_mt);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    if (lua_isnil(L, -1)) {
-        lua_pop(L, 1);
-        lua_createtable(L, 0, 3);
+    if (luaL_newmetatable(L, SHAPE_MT)) {
         lua_pushcfunction(L, l_shape_gc);
         lua_setfield(L, -2, "__gc");
-        lua_pushliteral(L, "json.shape");
+        lua_pushliteral(L, SHAPE_MT);
         lua_setfield(L, -2, "__metatable");
-        lua_pushliteral(L, "json.shape");
-        lua_setfield(L, -2, "__name");
-        lua_pushlightuserdata(L, &k_shape_mt);
-        lua_pushvalue(L, -2);
-        lua_rawset(L, LUA_REGISTRYINDEX);
     }
     lua_setmetatable(L, -2);
     lg_json_shape_t *sh = malloc(sizeof *sh + b.nodes * sizeof(shape_node_t) +
@@ -1553,8 +1545,7 @@ lg_json_shape_t *lg_json_toshape(lua_State *L, int idx)
     lg_json_shape_t **ud = lua_touserdata(L, idx);
     if (ud == NULL || !lua_getmetatable(L, idx))
         return NULL;
-    lua_pushlightuserdata(L, &k_shape_mt);
-    lua_rawget(L, LUA_REGISTRYINDEX);
+    luaL_getmetatable(L, SHAPE_MT);
     int is = lua_rawequal(L, -1, -2);
     lua_pop(L, 2);
     return is ? *ud : NULL;

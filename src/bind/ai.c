@@ -15,7 +15,7 @@
 #include "luagent/sched.h"
 #include "luagent/store.h"
 
-#include "ai_bc.h" /* generated from lua/luagent/ai.lua: luaJIT_BC_ai, luaJIT_BC_ai_SIZE */
+#include "lua_text.h" /* LG_TEXT_ai: lua/luagent/ai.lua (scripts/embed_text.lua) */
 
 static lg_rt_t *rt_of(lua_State *L)
 {
@@ -243,7 +243,7 @@ void lg_bind_open_ai(lua_State *L, int luagent)
         {"emit_token", h_emit_token},   {"usage_add", h_usage_add},
         {"deadline_ms", h_deadline_ms},
         {NULL, NULL}};
-    if (luaL_loadbuffer(L, (const char *)luaJIT_BC_ai, luaJIT_BC_ai_SIZE, "=luagent/ai.lua") != 0)
+    if (luaL_loadbuffer(L, LG_TEXT_ai, sizeof(LG_TEXT_ai) - 1, "=luagent/ai.lua") != 0)
         lua_error(L);
     lua_pushvalue(L, luagent);
     lua_newtable(L);

@@ -18,7 +18,7 @@
 #include "luagent/redis.h"
 #include "luagent/sched.h"
 
-#include "cache_bc.h" /* generated from lua/luagent/cache.lua */
+#include "lua_text.h" /* LG_TEXT_cache: lua/luagent/cache.lua (scripts/embed_text.lua) */
 
 #define KEY_MAX 1024
 #define KV_MAX_BYTES (64u << 20)
@@ -391,7 +391,7 @@ void lg_bind_push_cache_wrap(lua_State *L)
 {
     static const luaL_Reg host[] = {
         {"result_key", h_result_key}, {"get", h_get}, {"set", h_set}, {"mark", h_mark}, {NULL, NULL}};
-    if (luaL_loadbuffer(L, (const char *)luaJIT_BC_cache, luaJIT_BC_cache_SIZE, "=luagent/cache.lua") != 0)
+    if (luaL_loadbuffer(L, LG_TEXT_cache, sizeof(LG_TEXT_cache) - 1, "=luagent/cache.lua") != 0)
         lua_error(L);
     lua_newtable(L);
     luaL_register(L, NULL, host);

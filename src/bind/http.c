@@ -24,7 +24,7 @@
 #include "luagent/store.h"
 #include "luagent/upstream.h"
 
-#include "httputil_bc.h" /* generated from lua/luagent/httputil.lua */
+#include "lua_text.h" /* LG_TEXT_httputil: lua/luagent/httputil.lua (scripts/embed_text.lua) */
 
 #define DEFAULT_TIMEOUT_MS 30000
 #define DEFAULT_MAX_BODY (16u << 20)
@@ -695,7 +695,7 @@ static void push_request_function(lua_State *L, transport_t transport)
 void lg_bind_open_http(lua_State *L)
 {
     /* the pure helpers (header, retry_after_ms, retryable_status) are Lua: lua/luagent/httputil.lua */
-    if (luaL_loadbuffer(L, (const char *)luaJIT_BC_httputil, luaJIT_BC_httputil_SIZE, "=luagent/httputil.lua") != 0)
+    if (luaL_loadbuffer(L, LG_TEXT_httputil, sizeof(LG_TEXT_httputil) - 1, "=luagent/httputil.lua") != 0)
         lua_error(L);
     lua_call(L, 0, 1);
     push_request_function(L, T_CURL);

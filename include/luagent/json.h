@@ -73,7 +73,9 @@ lg_json_status_t lg_json_decode_spans(lua_State *L, const char *s, size_t len, i
  *  value) or to a shape table for the value; applied to an object it keeps those members and drops
  *  the others, to an array it applies to each element, to a scalar it keeps it. Dropped values are
  *  still checked (the same texts are accepted, with the same errors), just not built. Compiled
- *  once; reference-counted, by the threads of one lua_State only. */
+ *  once; reference-counted, by the threads of one lua_State only. While its json.shape value
+ *  lives, a decode in the VM that compiled it pushes member names from a table of them instead of
+ *  interning each one again. */
 typedef struct lg_json_shape lg_json_shape_t;
 /** lg_json_decode keeping only what `shape` names (NULL: everything). */
 lg_json_status_t lg_json_decode_shaped(lua_State *L, const char *s, size_t len, int max_depth, lg_json_error_t *err,

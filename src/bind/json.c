@@ -159,6 +159,11 @@ typedef struct shape_node {
 
 struct lg_json_shape {
     int refs;
+    /* While its json.shape value lives: a registry reference to a table of the member names as
+     * Lua strings (member i at i + 1), in the VM whose registry is at `names_vm`, so a decode in
+     * that VM pushes a name without hashing and interning it again. LUA_NOREF otherwise. */
+    int names_ref;
+    const void *names_vm;
     shape_node_t *nodes;
     shape_member_t *members;
     char *names;
@@ -744,7 +749,7 @@ static lg_json_status_t decode(lua_State *L, const char *s, size_t len, int max_
     dec_frame_t local_frames[DEC_LOCAL_FRAMES], *frames = local_frames, *f;
     int fcap = DEC_LOCAL_FRAMES, depth = 0, have_mt = 0;
     int vpick = shape ? 0 : -1; /* the shape node for the value about to be parsed */
-    int base = lua_gettop(L), mtslot = base + 1;
+    int base = lua_gettop(L), mtslot = base + 1, names = 0;
     const unsigned char *p = d.start, *end = d.end;
 
     if (!lua_checkstack(L, 8)) {
@@ -752,6 +757,10 @@ static lg_json_status_t decode(lua_State *L, const char *s, size_t len, int max_
         return d.st;
     }
     lua_pushnil(L); /* slot for the array metatable, fetched on first use */
+    if (shape != NULL && shape->names_ref != LUA_NOREF && lua_topointer(L, LUA_REGISTRYINDEX) == shape->names_vm) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, shape->names_ref);
+        names = lua_gettop(L);
+    }
 
 value:
     p = skip_ws(p, end);
@@ -896,7 +905,10 @@ key: /* p is past whitespace, a member name is due */
             span_key = -1;
             goto next;
         }
-        lua_pushlstring(L, d.str, d.slen);
+        if (names)
+            lua_rawgeti(L, names, (int)(m - d.shape->members) + 1);
+        else
+            lua_pushlstring(L, d.str, d.slen);
         vpick = m->child;
     }
     if (!f->created) { /* f is the object's frame */
@@ -956,6 +968,7 @@ finish:
         goto fail;
     }
     lua_replace(L, mtslot);
+    lua_settop(L, mtslot); /* drops the names */
     if (frames != local_frames)
         free(frames);
     lg_buf_free(&d.heap);
@@ -1507,7 +1520,12 @@ static int32_t shape_walk(lua_State *L, int idx, int depth, shape_build_t *b)
 
 static int l_shape_gc(lua_State *L)
 {
-    lg_json_shape_drop(*(lg_json_shape_t **)lua_touserdata(L, 1));
+    lg_json_shape_t *sh = *(lg_json_shape_t **)lua_touserdata(L, 1);
+    if (sh != NULL) { /* requests still holding it decode without the names table */
+        luaL_unref(L, LUA_REGISTRYINDEX, sh->names_ref);
+        sh->names_ref = LUA_NOREF;
+    }
+    lg_json_shape_drop(sh);
     return 0;
 }
 
@@ -1531,12 +1549,21 @@ static int l_shape(lua_State *L)
     if (sh == NULL)
         abort();
     sh->refs = 1;
+    sh->names_ref = LUA_NOREF;
     sh->nodes = (shape_node_t *)(sh + 1);
     sh->members = (shape_member_t *)(sh->nodes + b.nodes);
     sh->names = (char *)(sh->members + b.members);
     *ud = sh;
+    uint32_t nmembers = b.members;
     b = (shape_build_t){.sh = sh};
     shape_walk(L, 1, 1, &b);
+    lua_createtable(L, (int)nmembers, 0);
+    for (uint32_t i = 0; i < nmembers; i++) {
+        lua_pushlstring(L, sh->names + sh->members[i].name, sh->members[i].len);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    sh->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    sh->names_vm = lua_topointer(L, LUA_REGISTRYINDEX);
     return 1;
 }
 

@@ -1576,6 +1576,13 @@ static void test_shape(void **state)
     lua_getglobal(L, "held");
     lg_json_shape_t *sh = lg_json_shape_hold(lg_json_toshape(L, -1));
     assert_non_null(sh);
+    /* another VM cannot use this one's table of member names: it interns them itself */
+    lua_State *L2 = luaL_newstate();
+    assert_int_equal(lg_json_decode_shaped(L2, "{\"b\":2,\"a\":1}", 13, 128, NULL, sh), LG_JSON_OK);
+    lua_getfield(L2, -1, "a");
+    assert_int_equal(lua_tointeger(L2, -1), 1);
+    assert_int_equal(lua_gettop(L2), 2);
+    lua_close(L2);
     lua_pushnil(L);
     lua_setglobal(L, "held");
     lua_settop(L, 0);
@@ -1583,6 +1590,8 @@ static void test_shape(void **state)
     assert_int_equal(lg_json_decode_shaped(L, "{\"a\":1,\"b\":2}", 13, 128, NULL, sh), LG_JSON_OK);
     lua_getfield(L, -1, "b");
     assert_true(lua_isnil(L, -1));
+    lua_getfield(L, -2, "a");
+    assert_int_equal(lua_tointeger(L, -1), 1);
     lg_json_shape_drop(sh);
     lua_settop(L, 0);
     assert_null(lg_json_toshape(L, 1));

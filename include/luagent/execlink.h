@@ -24,7 +24,7 @@ typedef struct lg_link {
     h2o_generator_t gen; /* SSE: first member, h2o hands it back to proceed/stop */
     h2o_req_t *req;      /* NULL once the request is gone */
     lg_exec_t *exec;     /* NULL once the execution ended */
-    struct lg_link *prev, *next; /* the worker's executions in flight (client watch) */
+    int watch_fd;        /* its connection's descriptor while the link reads it (client watch), else -1 */
     int streaming, sending, final_queued, final_sent, client_gone;
     lg_buf_t pending, inflight; /* event-stream text queued / being written */
     lg_worker_t *worker;

@@ -28,8 +28,9 @@ struct lg_worker {
     int wake_fd;
     h2o_socket_t *wake_sock;
     lg_buf_t scratch; /* reply bodies are built here, then copied into the request by h2o */
-    struct lg_link *links;   /* HTTP executions in flight (handlers.c) */
-    lg_timer_t client_watch; /* looks for clients that went away (handlers.c) */
+    struct lg_link **links_by_fd; /* HTTP executions in flight whose connection they watch, by its
+                                     descriptor (handlers.c, the client watch) */
+    size_t nlinks_by_fd;
     struct lg_auth_entry *auth_cache; /* API keys checked recently (handlers.c) */
     struct lg_jwt_cache *jwt_cache;   /* JWTs verified recently (jwt.h) */
     size_t jobs_running;     /* async executions running here (jobs.c) */

@@ -1,6 +1,5 @@
 /* Route handlers: health, readiness and info, agent listing, and executions: sync (JSON or SSE), async
  * (the job queue, jobs.c) and Idempotency-Key; the history routes are in history.c. */
-#include <errno.h>
 #include <lauxlib.h>
 #include <luajit.h>
 #include <openssl/crypto.h>
@@ -8,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "luagent/agents.h"
@@ -32,65 +30,61 @@
 #include "luagent/store.h"
 #include "luagent/worker.h"
 
-/* ---- in-flight list and the client watch ----
- * h2o 2.2 does not read from an HTTP/1 connection while its request is being handled, so it only
- * learns that a client went away when a write fails. Once a second, the worker peeks at the
- * sockets of executions older than CLIENT_WATCH_MS; at EOF or a reset the execution is cancelled
- * (its upstream calls with it) and a 499 is written, which makes h2o close the connection. */
+/* ---- the client watch ----
+ * h2o 2.2 stops reading an HTTP/1 connection while its request is handled, so it would learn that
+ * the client went away only when a write fails. The link reads the connection meanwhile
+ * (lg_link_attach): at EOF or a reset the execution is cancelled (its upstream calls with it) and a
+ * 499 is written, which makes h2o close the connection; anything the client sends instead (a
+ * pipelined request) stops our reading and waits in the socket's buffer, where h2o finds it. When
+ * h2o has sent the answer it reads the connection again with its own callback. As the socket never
+ * stops being read, the loop does not take it out of epoll and put it back for every request.
+ * A watched link is found by its socket's descriptor, in the worker's table. */
 
-#define CLIENT_WATCH_MS 500
-
-static void watch_fired(lg_timer_t *t);
-
-static void link_track(lg_worker_t *w, lg_link_t *l)
+static void on_client_read(h2o_socket_t *sock, const char *err)
 {
-    l->prev = NULL;
-    l->next = w->links;
-    if (w->links != NULL)
-        w->links->prev = l;
-    w->links = l;
-    if (!lg_timer_active(&w->client_watch)) {
-        w->client_watch.cb = watch_fired;
-        lg_timers_add(&w->rt.timers, &w->client_watch, lg_now_mono_ms() + 1000);
+    h2o_socket_read_stop(sock);
+    if (err == NULL)
+        return; /* data (a pipelined request, a partial TLS record): h2o reads it later */
+    /* sock->data is the connection (checked in lg_link_attach) */
+    lg_worker_t *w = (lg_worker_t *)((char *)((h2o_conn_t *)sock->data)->ctx - offsetof(lg_worker_t, ctx));
+    int fd = h2o_socket_get_fd(sock);
+    lg_link_t *l = fd >= 0 && (size_t)fd < w->nlinks_by_fd ? w->links_by_fd[fd] : NULL;
+    if (l != NULL && l->exec != NULL && l->req != NULL) {
+        l->client_gone = 1;
+        lg_exec_cancel(l->exec);
     }
 }
 
-static void link_untrack(lg_worker_t *w, lg_link_t *l)
+/* Read the request's connection for a vanished client when h2o does not (an HTTP/1 connection,
+ * whose socket's data is the connection itself, not being read). */
+static void link_watch(lg_worker_t *w, lg_link_t *l, h2o_req_t *req)
 {
-    if (l->prev != NULL)
-        l->prev->next = l->next;
-    else if (w->links == l)
-        w->links = l->next;
-    if (l->next != NULL)
-        l->next->prev = l->prev;
-    l->prev = l->next = NULL;
-}
-
-static int client_gone(h2o_req_t *req)
-{
+    l->watch_fd = -1;
     h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
-    int fd = sock != NULL ? h2o_socket_get_fd(sock) : -1;
-    if (fd < 0 || sock->ssl != NULL)
-        return 0;
-    char c;
-    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (sock == NULL || sock->data != (void *)req->conn || h2o_socket_is_reading(sock))
+        return;
+    int fd = h2o_socket_get_fd(sock);
+    if (fd < 0)
+        return;
+    if ((size_t)fd >= w->nlinks_by_fd) {
+        size_t n = (size_t)fd + 1 > 2 * w->nlinks_by_fd ? (size_t)fd + 1 : 2 * w->nlinks_by_fd;
+        lg_link_t **t = realloc(w->links_by_fd, n * sizeof(*t));
+        if (t == NULL)
+            return;
+        memset(t + w->nlinks_by_fd, 0, (n - w->nlinks_by_fd) * sizeof(*t));
+        w->links_by_fd = t;
+        w->nlinks_by_fd = n;
+    }
+    w->links_by_fd[fd] = l;
+    l->watch_fd = fd;
+    h2o_socket_read_start(sock, on_client_read);
 }
 
-static void watch_fired(lg_timer_t *t)
+static void link_unwatch(lg_worker_t *w, lg_link_t *l)
 {
-    lg_worker_t *w = (lg_worker_t *)((char *)t - offsetof(lg_worker_t, client_watch));
-    uint64_t now_ns = lg_now_mono_ns();
-    for (lg_link_t *l = w->links, *next; l != NULL; l = next) {
-        next = l->next;
-        if (l->exec != NULL && l->req != NULL && now_ns - l->start_ns > CLIENT_WATCH_MS * 1000000ull &&
-            client_gone(l->req)) {
-            l->client_gone = 1;
-            lg_exec_cancel(l->exec);
-        }
-    }
-    if (w->links != NULL)
-        lg_timers_add(&w->rt.timers, &w->client_watch, lg_now_mono_ms() + 1000);
+    if (l->watch_fd >= 0 && w->links_by_fd[l->watch_fd] == l)
+        w->links_by_fd[l->watch_fd] = NULL;
+    l->watch_fd = -1;
 }
 
 /* ---- SSE ---- */
@@ -163,7 +157,7 @@ static void link_dispose(void *p)
 {
     lg_link_t *l = p;
     link_abandon(l);
-    link_untrack(l->worker, l);
+    link_unwatch(l->worker, l);
     lg_buf_free(&l->pending);
     lg_buf_free(&l->inflight);
     free(l->idem_key);
@@ -176,7 +170,7 @@ lg_link_t *lg_link_attach(h2o_req_t *req, lg_exec_t *e, uint64_t start_ns, const
     l->req = req;
     l->exec = e;
     l->worker = lg_worker_of(req);
-    link_track(l->worker, l);
+    link_watch(l->worker, l, req);
     l->start_ns = start_ns;
     memcpy(l->request_id, request_id, strnlen(request_id, sizeof(l->request_id) - 1) + 1);
     e->owner = l;
@@ -201,7 +195,7 @@ h2o_req_t *lg_link_end(lg_exec_t *e, lg_buf_t *b, int *status, int *is_err, size
     lg_link_t *l = e->owner;
     h2o_req_t *req = l->req;
     l->exec = NULL;
-    link_untrack(l->worker, l);
+    link_unwatch(l->worker, l);
     lg_buf_reset(b);
     *roff = *rlen = 0;
     *status = lg_outcome_json(e, l->client_gone || req == NULL, b, l->request_id, is_err, roff, rlen);

@@ -402,6 +402,7 @@ int lg_server_run(const lg_config_t *cfg)
         w->rt.recorder = NULL;
         lg_rt_dispose(&w->rt);
         lg_buf_free(&w->scratch);
+        free(w->links_by_fd);
     }
     if (ifd >= 0)
         close(ifd);

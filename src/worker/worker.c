@@ -144,7 +144,6 @@ int lg_worker_start(lg_worker_t *w)
         w->rt.recorder = lg_recorder_new(&w->rt, cfg->spill_dir, w->index);
     if (cfg->redis_url != NULL)
         lg_rt_redis(&w->rt); /* connect now: /ready and the first cache lookup find it up */
-    lg_timer_init(&w->client_watch, NULL);
     lg_timer_init(&w->jobs_claim, NULL);
     w->listener = listen_start(loop, w->listen_fd, &w->accept_ctx);
     if (w->health_fd >= 0)

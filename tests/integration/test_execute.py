@@ -2,6 +2,8 @@
 
 import json
 import re
+import socket
+import time
 import uuid
 
 from .harness import ServerTestCase, UUID_RE, VERSION_RE
@@ -11,7 +13,33 @@ class ExecuteTests(ServerTestCase):
     FIXTURES = ("echo", "team.review")
     AGENTS = {
         "other": 'return { execute = function(task) return "other" end }\n',
+        "nap": 'return { execute = function(task) luagent.sleep(task.ms) return task.n end }\n',
     }
+
+    def test_pipelined_requests_answered_in_order(self):
+        """HTTP/1.1 pipelining: requests that arrive while the first one's execution runs (the
+        client watch is reading the connection then) wait for it and are answered in order."""
+        def req(n, ms):
+            body = json.dumps({"task": {"n": n, "ms": ms}}).encode()
+            return (b"POST /api/v1/agents/nap/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        with socket.create_connection(("127.0.0.1", self.server.port), timeout=10) as s:
+            s.sendall(req(1, 300))
+            time.sleep(0.1)  # the first execution is running: the next two come while it waits
+            s.sendall(req(2, 0) + req(3, 50))
+            f = s.makefile("rb")
+            got = []
+            for _ in range(3):
+                status = f.readline()
+                length = 0
+                while True:
+                    line = f.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                got.append((status.split()[1], json.loads(f.read(length))["result"]))
+        self.assertEqual([(b"200", 1), (b"200", 2), (b"200", 3)], got)
 
     def test_reply_shape(self):
         r = self.server.execute("echo", {"a": 1})

@@ -239,7 +239,7 @@ class TlsTests(unittest.TestCase, TlsServerMixin):
 
     def test_h2_client_disconnect_cancels_the_execution(self):
         """Over h2 h2o reads the connection all the time: a client that goes away disposes the request
-        at once (the client watch skips TLS sockets and is not needed for it)."""
+        at once (the client watch is not needed for it)."""
         t0 = time.monotonic()
         p = self.curl("--http2", "--max-time", "0.5", "-H", "Content-Type: application/json", "-d",
                       '{"task": {"ms": 8000}}', url_path="/api/v1/agents/sleeper/execute", timeout=5)
@@ -247,6 +247,20 @@ class TlsTests(unittest.TestCase, TlsServerMixin):
         line = self.server.wait_log(lambda l: "ended after its client went away" in l.get("msg", ""), timeout=3)
         self.assertIsNotNone(line, self.server.log_tail())
         measure("h2 client gone -> execution cancelled after", f"{(time.monotonic() - t0) * 1000:.0f} ms")
+
+    def test_https1_client_disconnect_cancels_the_execution(self):
+        """Over HTTP/1.1 the client watch reads the TLS connection while the execution runs: the
+        client's going away cancels it (499 client_closed in the access log), long before its end."""
+        t0 = time.monotonic()
+        p = self.curl("--http1.1", "--max-time", "0.5", "-H", "Content-Type: application/json", "-d",
+                      '{"task": {"ms": 8000}}', url_path="/api/v1/agents/sleeper/execute", timeout=5)
+        self.assertEqual(28, p.returncode, p.stderr)  # curl's own timeout
+        line = self.server.wait_log(lambda l: l.get("msg") == "request" and l.get("status") == 499
+                                    and l.get("path") == "/api/v1/agents/sleeper/execute", timeout=4)
+        self.assertIsNotNone(line, self.server.log_tail())
+        took = time.monotonic() - t0
+        measure("https/1.1 client gone -> execution cancelled after", f"{took * 1000:.0f} ms")
+        self.assertLess(took, 6, "the execution ran to its end instead of being cancelled")
 
     def test_many_streams_on_one_h2_connection(self):
         """nghttp sends several requests as concurrent streams of one connection."""

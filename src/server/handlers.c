@@ -42,9 +42,14 @@
 
 static void on_client_read(h2o_socket_t *sock, const char *err)
 {
+    if (err == NULL) {
+        /* a pipelined request: it waits in sock->input, unread by us any further, for h2o. (No new
+         * bytes: a partial TLS record, or an alert such as the close_notify before the FIN.) */
+        if (sock->bytes_read != 0)
+            h2o_socket_read_stop(sock);
+        return;
+    }
     h2o_socket_read_stop(sock);
-    if (err == NULL)
-        return; /* data (a pipelined request, a partial TLS record): h2o reads it later */
     /* sock->data is the connection (checked in lg_link_attach) */
     lg_worker_t *w = (lg_worker_t *)((char *)((h2o_conn_t *)sock->data)->ctx - offsetof(lg_worker_t, ctx));
     int fd = h2o_socket_get_fd(sock);

@@ -258,8 +258,12 @@ class MetricsServicesTests(WithPostgres, ServerTestCase):
         self.assertEqual(1, self.assertOk(self.server.execute("dbq", {}))["result"]["n"])
         # gauges are published by each worker once a second: wait for them
         want = self.total(m0, "luagent_records_written_total") + 4
+        # (each worker's redis_up too: a worker that published before its connection was up says 0
+        # until its next publication)
         m, _, ok = self.poll(self.scrape, lambda m: self.total(m, "luagent_records_written_total") >= want
-                             and self.total(m, "luagent_db_connections_open") >= 1, timeout=5)
+                             and self.total(m, "luagent_db_connections_open") >= 1
+                             and all(m.get(("luagent_redis_up", frozenset({("worker", w)}))) == 1.0
+                                     for w in ("0", "1")), timeout=5)
         self.assertTrue(ok, {k: v for k, v in m.items() if "db_" in k[0] or "record" in k[0]})
         self.assertEqual(want, self.total(m, "luagent_records_written_total"))
         for w in ("0", "1"):

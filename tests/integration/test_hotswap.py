@@ -1,6 +1,7 @@
 """Spec 3: hot swap. Each test uses its own agent names so tests stay independent on one server."""
 
 import json
+import re
 import threading
 import time
 
@@ -173,7 +174,10 @@ class HotSwapTests(ServerTestCase):
         good_result, good_version = self.current(name)
         self.assertEqual("good1", good_result)
         self.server.write_agent(name, BROKEN)
-        info, took, ok = self.poll(lambda: self.agent_info(name), lambda a: a.get("error") is not None,
+        # (a resync that reads the file between the editor's truncation and its write reports the
+        # empty file first: wait for the error about the saved text)
+        info, took, ok = self.poll(lambda: self.agent_info(name),
+                                   lambda a: re.search(r"(?<!\d)6(?!\d)", a.get("error") or "") is not None,
                                    timeout=3, interval=0.01)
         self.assertTrue(ok, f"no load error reported after saving a syntax error: {info}")
         err = info["error"]

@@ -18,7 +18,8 @@
 
 #include "luagent/authoring.h"
 #include "luagent/router.h"
-#include "templates_text.h"
+#include "lua_text.h"      /* LG_TEXT_ai */
+#include "templates_text.h" /* LG_TEXT_agent, LG_TEXT_agent_spec, LG_TEXT_testing */
 
 /* mkdir -p of path's parent directories */
 static int make_parents(const char *path)

@@ -562,7 +562,8 @@ static int http_raw_request(lua_State *L)
     uint64_t now = lg_now_mono_ms();
     lua_Number timeout = arg_number(L, a + A_TIMEOUT, DEFAULT_TIMEOUT_MS);
     uint64_t left = e->budget.deadline_ms > now ? e->budget.deadline_ms - now : 1;
-    long timeout_ms = timeout > 0 && timeout < (lua_Number)left ? (long)timeout : (long)left;
+    int own_deadline = timeout > 0 && timeout < (lua_Number)left; /* else the execution's bounds it */
+    long timeout_ms = own_deadline ? (long)timeout : (long)left;
 
     http_req_t *r = calloc(1, sizeof(*r));
     r->res.release = req_release;
@@ -603,8 +604,7 @@ static int http_raw_request(lua_State *L)
     } else {
         /* A request whose deadline is the execution's needs no timer of its own: the execution's
          * fires first and releases it (one heap insert and delete less per provider call). */
-        rc = start_h2o(L, r, url, method, body, blen, timeout > 0 && timeout < (lua_Number)left ? timeout_ms : 0,
-                       &lines);
+        rc = start_h2o(L, r, url, method, body, blen, own_deadline ? timeout_ms : 0, &lines);
     }
     lg_buf_free(&lines);
     if (rc != 0) {

@@ -216,10 +216,20 @@ void lg_rt_run_ready(lg_rt_t *rt)
     }
 }
 
+/* Sockets whose callbacks h2o has queued (a write that completed at once, a read already
+ * buffered) run only after the next poll, and h2o 2.2.5 sizes that poll's timeout by its timers
+ * alone. What executions write from the ready queue, after h2o_evloop_run returned, queues such a
+ * callback: the generator's proceed that lets the next SSE chunk go, the end of an HTTP/1
+ * response. The loop must not sleep on them. */
+static int h2o_has_pending(h2o_loop_t *loop)
+{
+    return loop->_pending_as_client != NULL || loop->_pending_as_server != NULL;
+}
+
 void lg_rt_run_once(lg_rt_t *rt, int32_t max_wait_ms)
 {
     int32_t wait = max_wait_ms;
-    if (rt->ready_head != NULL) {
+    if (rt->ready_head != NULL || h2o_has_pending(rt->loop)) {
         wait = 0;
     } else {
         int64_t t = lg_timers_wait_ms(&rt->timers, lg_now_mono_ms());

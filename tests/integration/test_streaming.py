@@ -19,6 +19,16 @@ return {
   end,
 }
 ''',
+        "stream_after_sleep": '''
+return {
+  execute = function(task, ctx)
+    luagent.sleep(20)
+    ctx.emit({n = 1})
+    ctx.emit({n = 2})
+    return "done"
+  end,
+}
+''',
         "stream_values": '''
 return {
   execute = function(task, ctx)
@@ -47,6 +57,19 @@ return {
         self.assertGreaterEqual(res - first, 0.3, "first emit was not sent as it happened (buffered?)")
         self.assertGreaterEqual(res - second, 0.2, "second emit was not sent as it happened")
         self.assertGreaterEqual(second - first, 0.2, "emits not spaced by the agent's sleep")
+
+    def test_events_written_together_after_a_wait_arrive_together(self):
+        # Emits and the result written in one slice resumed from the loop (after a sleep): the
+        # first chunk goes at once and the rest waits for h2o's go-ahead, which comes from the next
+        # poll. That poll must not sleep (it did: the rest arrived up to a second late).
+        for _ in range(3):
+            start = time.monotonic()
+            status, _, events, raw = self.server.sse_request("stream_after_sleep", {})
+            self.assertEqual(200, status, raw)
+            self.assertEqual(["emit", "emit", "result"], [e[0] for e in events], raw)
+            late = events[-1][2] - start
+            measure("result after a 20 ms sleep", f"{late * 1000:.0f} ms")
+            self.assertLess(late, 0.2 * SLOW, f"the stream's end arrived {late * 1000:.0f} ms after the request")
 
     def test_result_event_is_the_plain_reply(self):
         events = self.server.sse("stream", {"x": 1})

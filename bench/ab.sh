@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Alternating A/B runs of W2 (ai) or W3 (ai-rate) between builds of this project. One harness run
 # puts each target in whatever phase the machine is in (this VM drifts by tens of percent for
-# minutes at a time), so two builds are compared round by round: A, B, A, B, ... each on a fresh
-# server, with the shared bench's mock LLM and the same load as ../shared/bench/run.sh.
+# minutes at a time), so two builds are compared round by round, the order reversed every other
+# round (A B, B A, A B, ...: the first run of a round tends to do worse), each on a fresh server,
+# with the shared bench's mock LLM and the same load as ../shared/bench/run.sh.
 #
 #   bench/ab.sh NAME=TREE[,VAR=VALUE...] ...     e.g. bench/ab.sh base=/tmp/base new=.
 #                                                      bench/ab.sh plain=. log=.,LUAGENT_LOG_LEVEL=info
@@ -109,8 +110,14 @@ run_one() {
 
 echo "$WORKLOAD: $ROUNDS rounds of ${DURATION}s after ${WARMUP}s, server on CPU $SERVER_CPU, load + mock on CPU $LOAD_CPU"
 printf '%-10s %8s %7s %7s %7s %7s %6s %7s %6s %6s\n' target req/s share p50_ms p99_ms srv_us srv% load_us load% RSS_MiB
-for _ in $(seq "$ROUNDS"); do
-  for t in "$@"; do
+targets=("$@")
+for r in $(seq "$ROUNDS"); do
+  order=("${targets[@]}")
+  if [ $((r % 2)) -eq 0 ]; then # every other round in reverse (A B, B A, ...): the first run of a round tends to do worse
+    order=()
+    for ((i = ${#targets[@]} - 1; i >= 0; i--)); do order+=("${targets[i]}"); done
+  fi
+  for t in "${order[@]}"; do
     name=${t%%=*} spec=${t#*=}
     tree=${spec%%,*} vars=""
     [ "$spec" = "$tree" ] || vars=${spec#*,}

@@ -216,11 +216,10 @@ void lg_rt_run_ready(lg_rt_t *rt)
     }
 }
 
-/* Sockets whose callbacks h2o has queued (a write that completed at once, a read already
- * buffered) run only after the next poll, and h2o 2.2.5 sizes that poll's timeout by its timers
- * alone. What executions write from the ready queue, after h2o_evloop_run returned, queues such a
- * callback: the generator's proceed that lets the next SSE chunk go, the end of an HTTP/1
- * response. The loop must not sleep on them. */
+/* A write that completes at once queues its socket's callback (h2o's own: the generator's proceed
+ * that lets the next SSE chunk go, the end of an HTTP/1 response). Queued callbacks run after the
+ * next poll, whose timeout h2o 2.2.5 takes from its timers alone. Executions resumed from the
+ * ready queue write after h2o_evloop_run returned: the loop must not sleep on what they queued. */
 static int h2o_has_pending(h2o_loop_t *loop)
 {
     return loop->_pending_as_client != NULL || loop->_pending_as_server != NULL;

@@ -62,8 +62,10 @@ static void on_client_read(h2o_socket_t *sock, const char *err)
 
 /* Read the request's connection for a vanished client when h2o does not (an HTTP/1 connection,
  * whose socket's data is the connection itself, not being read). */
-static void link_watch(lg_worker_t *w, lg_link_t *l, h2o_req_t *req)
+static void link_watch(lg_link_t *l)
 {
+    lg_worker_t *w = l->worker;
+    h2o_req_t *req = l->req;
     l->watch_fd = -1;
     h2o_socket_t *sock = req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
     if (sock == NULL || sock->data != (void *)req->conn || h2o_socket_is_reading(sock))
@@ -85,8 +87,9 @@ static void link_watch(lg_worker_t *w, lg_link_t *l, h2o_req_t *req)
     h2o_socket_read_start(sock, on_client_read);
 }
 
-static void link_unwatch(lg_worker_t *w, lg_link_t *l)
+static void link_unwatch(lg_link_t *l)
 {
+    lg_worker_t *w = l->worker;
     if (l->watch_fd >= 0 && w->links_by_fd[l->watch_fd] == l)
         w->links_by_fd[l->watch_fd] = NULL;
     l->watch_fd = -1;
@@ -162,7 +165,7 @@ static void link_dispose(void *p)
 {
     lg_link_t *l = p;
     link_abandon(l);
-    link_unwatch(l->worker, l);
+    link_unwatch(l);
     lg_buf_free(&l->pending);
     lg_buf_free(&l->inflight);
     free(l->idem_key);
@@ -175,7 +178,7 @@ lg_link_t *lg_link_attach(h2o_req_t *req, lg_exec_t *e, uint64_t start_ns, const
     l->req = req;
     l->exec = e;
     l->worker = lg_worker_of(req);
-    link_watch(l->worker, l, req);
+    link_watch(l);
     l->start_ns = start_ns;
     memcpy(l->request_id, request_id, strnlen(request_id, sizeof(l->request_id) - 1) + 1);
     e->owner = l;
@@ -200,7 +203,7 @@ h2o_req_t *lg_link_end(lg_exec_t *e, lg_buf_t *b, int *status, int *is_err, size
     lg_link_t *l = e->owner;
     h2o_req_t *req = l->req;
     l->exec = NULL;
-    link_unwatch(l->worker, l);
+    link_unwatch(l);
     lg_buf_reset(b);
     *roff = *rlen = 0;
     *status = lg_outcome_json(e, l->client_gone || req == NULL, b, l->request_id, is_err, roff, rlen);

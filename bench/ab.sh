@@ -75,10 +75,8 @@ run_one() {
     s0=$(cpu_ticks "$SERVER_CPU"); l0=$(cpu_ticks "$LOAD_CPU")
     taskset -c "$LOAD_CPU" wrk -t1 -c1000 --timeout 5s -d"${DURATION}s" -s "$SHARED/bench/wrk/ai.lua" "$URL" >"$out" 2>&1
     s1=$(cpu_ticks "$SERVER_CPU"); l1=$(cpu_ticks "$LOAD_CPU")
-    n=$(awk '/^BENCH/ {for (i = 2; i <= NF; i++) if ($i ~ /^requests=/) print substr($i, 10)}' "$out")
-    secs=$(awk '/^BENCH/ {for (i = 2; i <= NF; i++) if ($i ~ /^duration_us=/) print substr($i, 13) / 1e6}' "$out")
-    p50=$(awk '/^BENCH/ {for (i = 2; i <= NF; i++) if ($i ~ /^p50_us=/) print substr($i, 8) / 1000}' "$out")
-    p99=$(awk '/^BENCH/ {for (i = 2; i <= NF; i++) if ($i ~ /^p99_us=/) print substr($i, 8) / 1000}' "$out")
+    read -r n secs p50 p99 < <(awk '/^BENCH/ {for (i = 2; i <= NF; i++) {split($i, kv, "="); v[kv[1]] = kv[2]}
+      print v["requests"], v["duration_us"] / 1e6, v["p50_us"] / 1000, v["p99_us"] / 1000}' "$out") || true # none: reported below
     ceiling=20000
   else
     local conns=500
